@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# One entry point for people and CI: sets up everything when missing, then runs.
+#   ./run.sh test [pytest args]            run the test suite
+#   ./run.sh remix SONG --prompt TEXT ...   remix a song (see ./run.sh remix --help)
+#   ./run.sh setup                          only install
+# Idempotent: a second run skips every install step whose inputs did not change.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+need_ffmpeg() { ! command -v ffmpeg >/dev/null 2>&1 || ! command -v ffprobe >/dev/null 2>&1; }
+
+install_ffmpeg() {
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  echo "[setup] installing Debian's ffmpeg"
+  $sudo apt-get install -y -q ffmpeg >/dev/null \
+    || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q ffmpeg >/dev/null; }
+}
+
+find_python() {
+  for py in "${PYTHON:-}" python3.11 python3; do
+    if [ -n "$py" ] && command -v "$py" >/dev/null 2>&1 \
+       && "$py" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+      echo "$py"; return 0
+    fi
+  done
+  echo "[setup] Python 3.11 is required (set PYTHON=/path/to/python3.11)" >&2
+  return 1
+}
+
+setup() {
+  if need_ffmpeg; then install_ffmpeg; fi
+  if [ ! -x .venv/bin/python ]; then
+    echo "[setup] creating .venv"
+    "$(find_python)" -m venv .venv
+  fi
+  local stamp=.venv/.installed want
+  want=$(cat requirements.txt requirements-test.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "[setup] installing pinned packages into .venv (first run downloads torch, a few GB)"
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q -r requirements.txt -r requirements-test.txt
+    .venv/bin/python -m pip install -q --no-deps -e .
+    echo "$want" > "$stamp"
+  fi
+}
+
+cmd=${1:-help}
+shift || true
+case "$cmd" in
+  setup) setup ;;
+  test) setup; export PATH="$PWD/.venv/bin:$PATH"; exec .venv/bin/python -m pytest "$@" ;;
+  remix) setup; export PATH="$PWD/.venv/bin:$PATH"; exec .venv/bin/python -m remixer "$@" ;;
+  *) sed -n '2,6p' "$0"; exit 2 ;;
+esac

@@ -1,0 +1,44 @@
+"""Shared fixtures: audio made on the fly, nothing large committed."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "testdata"
+
+
+def tone(freq: float = 440.0, seconds: float = 2.0, sample_rate: int = 44100, channels: int = 2,
+         amplitude: float = 0.5) -> np.ndarray:
+    """A sine, (channels, n) float32; the right channel a fifth above, so channels differ."""
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    rows = [amplitude * np.sin(2 * np.pi * freq * (1.5 ** c) * t) for c in range(channels)]
+    return np.stack(rows).astype(np.float32)
+
+
+def dominant_frequency(samples: np.ndarray, sample_rate: int) -> float:
+    mono = samples.mean(axis=0) if samples.ndim == 2 else samples
+    spectrum = np.abs(np.fft.rfft(mono * np.hanning(mono.size)))
+    return float(np.fft.rfftfreq(mono.size, 1 / sample_rate)[spectrum.argmax()])
+
+
+def ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", *args], check=True)
+
+
+@pytest.fixture(scope="session")
+def require_ffmpeg():
+    if shutil.which("ffmpeg") is None:
+        pytest.fail("ffmpeg is required by the tests; ./run.sh installs it")
+
+
+@pytest.fixture(scope="session")
+def source_wav(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("audio") / "source.wav"
+    sf.write(path, tone(channels=1).T, 44100, subtype="FLOAT")
+    return path
