@@ -1,0 +1,62 @@
+"""Read and write BTC checkpoints in the official format.
+
+A checkpoint is a torch pickle: {"model": state dict, "mean": float, "std": float}.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .model import BTC
+
+
+class CheckpointError(ValueError):
+    """A file that is not a BTC checkpoint."""
+
+
+def read_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[BTC, float, float]:
+    path = Path(path)
+    try:
+        # weights_only: a checkpoint is tensors and floats; never run pickled code.
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"BTC checkpoint not found: {path}") from None
+    except Exception as error:
+        raise CheckpointError(f"{path} is not a readable BTC checkpoint ({error})") from None
+    if not isinstance(data, dict) or not {"model", "mean", "std"} <= set(data):
+        raise CheckpointError(f"{path}: a BTC checkpoint holds 'model', 'mean' and 'std'")
+    state = data["model"]
+    head = state.get("output_layer.output_projection.weight")
+    if head is None:
+        raise CheckpointError(f"{path}: no output layer in the state dict; not a BTC checkpoint")
+    model = BTC(classes=head.shape[0])
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise CheckpointError(f"{path}: state dict does not match the BTC layout: {error}") from None
+    return model.to(device).eval(), float(data["mean"]), float(data["std"])
+
+
+def write_checkpoint(path: str | Path, model: BTC, mean: float, std: float) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": model.state_dict(), "mean": float(mean), "std": float(std)}, path)
+    return path
+
+
+def write_random_checkpoints(directory: str | Path, seed: int = 0) -> list[Path]:
+    """Full-size random BTC checkpoints (both vocabularies) under the manifest's names.
+
+    BTC is small (3 M parameters, 12 MB), so the random checkpoints have the
+    real shapes; mean/std are those of typical log-CQT features.
+    """
+    from remixer.weights import files_of
+
+    torch.manual_seed(seed)
+    written = []
+    for component, classes in (("btc-large-voca", 170), ("btc-majmin", 25)):
+        (file,) = files_of([component])
+        written.append(write_checkpoint(Path(directory) / file.name, BTC(classes), mean=-6.66, std=3.97))
+    return written

@@ -1,0 +1,156 @@
+"""Chord labels -> multi-hot chord chroma, the condition MusicGen-Chord takes.
+
+The song's chords are recognised once; `segments_to_chroma` turns the whole
+timeline into chroma and `window_chroma` cuts it for each generation window.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from pathlib import Path
+from typing import Iterable, Protocol, Sequence
+
+import numpy as np
+
+MODEL_SAMPLE_RATE = 32000
+CHROMA_HOP = 4096
+FRAMES_PER_SECOND = MODEL_SAMPLE_RATE / CHROMA_HOP  # 7.8125
+WINDOW_SECONDS = 30.0
+FRAMES_PER_WINDOW = 235  # transformers' chroma_length for a 30 s window
+FRAME_SECONDS = WINDOW_SECONDS / FRAMES_PER_WINDOW
+SMOOTHING_FRAMES = 7
+COEFFICIENT_RANGE = (0.5, 2.0)
+
+_PITCH = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
+# Semitones above the root, per quality (Harte syntax, as BTC's vocabularies use).
+QUALITY_INTERVALS: dict[str, tuple[int, ...]] = {
+    "maj": (0, 4, 7),
+    "min": (0, 3, 7),
+    "dim": (0, 3, 6),
+    "aug": (0, 4, 8),
+    "min6": (0, 3, 7, 9),
+    "maj6": (0, 4, 7, 9),
+    "min7": (0, 3, 7, 10),
+    "minmaj7": (0, 3, 7, 11),
+    "maj7": (0, 4, 7, 11),
+    "7": (0, 4, 7, 10),
+    "dim7": (0, 3, 6, 9),
+    "hdim7": (0, 3, 6, 10),
+    "sus2": (0, 2, 7),
+    "sus4": (0, 5, 7),
+    "9": (0, 2, 4, 7, 10),
+    "maj9": (0, 2, 4, 7, 11),
+    "min9": (0, 2, 3, 7, 10),
+    "5": (0, 7),
+    "1": (0,),
+}
+_ALIASES = {"": "maj", "m": "min", "major": "maj", "minor": "min", "6": "maj6", "m7": "min7",
+            "dom7": "7", "m6": "min6", "mmaj7": "minmaj7", "m9": "min9"}
+_LABEL = re.compile(r"^(?P<root>[A-G])(?P<accidentals>[#b]*)(?::(?P<quality>[^/()]*))?"
+                    r"(?:\((?P<extensions>[^)]*)\))?(?:/(?P<bass>[#b]*[1-9][0-9]?|[A-G][#b]*))?$")
+
+
+def recognizer_component(large_vocabulary: bool) -> str:
+    return "btc-large-voca" if large_vocabulary else "btc-majmin"
+
+
+@functools.lru_cache(maxsize=2)
+def load_recognizer(weights_dir: str | Path | None = None, large_vocabulary: bool = True, device: str = "cpu"):
+    """The BTC recognizer for a vocabulary, loaded once per (directory, vocabulary, device)."""
+    import btc
+    from remixer import weights
+
+    component = recognizer_component(large_vocabulary)
+    root = weights.ensure([component], weights_dir)
+    (file,) = weights.files_of([component])
+    return btc.load_model(root / file.name, device=device)
+
+
+class ChordError(ValueError):
+    """A chord label we cannot read; the message names it."""
+
+
+class Segment(Protocol):
+    start: float
+    end: float
+    label: str
+
+
+def chord_to_pitch_classes(label: str) -> list[int]:
+    """12 ints (0/1), pitch class 0 = C. N (no chord) and X (unknown) are all zeros."""
+    token = label.strip()
+    if token in {"N", "X"}:
+        return [0] * 12
+    match = _LABEL.match(token)
+    if match is None:
+        raise ChordError(
+            f"cannot read chord {label!r}: write a root (C, F#, Bb) optionally followed by "
+            f":quality ({', '.join(QUALITY_INTERVALS)}) and /bass, or N for no chord"
+        )
+    quality = match["quality"] if match["quality"] is not None else ""
+    quality = _ALIASES.get(quality, quality)
+    if quality == "" and match["extensions"] is not None:
+        quality = "maj"
+    if quality not in QUALITY_INTERVALS:
+        raise ChordError(f"unknown chord quality {quality!r} in {label!r}; known: {', '.join(QUALITY_INTERVALS)}")
+    root = (_PITCH[match["root"]] + match["accidentals"].count("#") - match["accidentals"].count("b")) % 12
+    vector = [0] * 12
+    for interval in QUALITY_INTERVALS[quality]:
+        vector[(root + interval) % 12] = 1
+    # An inversion (C/E, C/3) names the bass note; it is already a chord tone
+    # and the chroma holds the chord's pitch classes, so it adds nothing.
+    return vector
+
+
+def _frame(seconds: float) -> int:
+    # Round half up, so a boundary at exactly half a frame is deterministic.
+    return int(math.floor(seconds / FRAME_SECONDS + 0.5))
+
+
+def frame_count(duration: float) -> int:
+    """Chroma frames covering `duration` seconds (235 for 30 s)."""
+    return max(1, math.ceil(duration / FRAME_SECONDS - 1e-6))
+
+
+def _check_coefficient(coefficient: float) -> float:
+    low, high = COEFFICIENT_RANGE
+    if not low <= coefficient <= high:
+        raise ChordError(f"chroma_coefficient must be between {low} and {high}, got {coefficient}")
+    return float(coefficient)
+
+
+def segments_to_chroma(segments: Iterable[Segment], duration: float, coefficient: float = 1.0) -> np.ndarray:
+    """Multi-hot chroma (frames, 12) on the model's 7.8125 fps grid, smoothed, times `coefficient`."""
+    coefficient = _check_coefficient(coefficient)
+    frames = frame_count(duration)
+    raw = np.zeros((frames, 12), np.float32)
+    for segment in segments:
+        first, last = max(_frame(segment.start), 0), min(_frame(segment.end), frames)
+        if last > first:
+            raw[first:last] = chord_to_pitch_classes(segment.label)
+    return (smooth(raw) * coefficient).astype(np.float32)
+
+
+def smooth(raw: np.ndarray, width: int = SMOOTHING_FRAMES) -> np.ndarray:
+    """Centred moving average (zero padded) per pitch class, then > 0.5."""
+    kernel = np.ones(width) / width
+    averaged = np.stack([np.convolve(raw[:, pc], kernel, mode="same") for pc in range(raw.shape[1])], axis=1)
+    return (averaged > 0.5).astype(np.float32)
+
+
+def window_chroma(chroma: np.ndarray, starts: Sequence[float],
+                  window_seconds: float = WINDOW_SECONDS) -> list[np.ndarray]:
+    """Cut the whole-song chroma into generation windows starting at `starts` (seconds).
+
+    Each window has exactly the frames of `window_seconds`; past the end of the
+    song it holds zeros (no chord) rather than a repeat of earlier chords.
+    """
+    size = frame_count(window_seconds)
+    windows = []
+    for start in starts:
+        first = _frame(start)
+        piece = chroma[first:first + size]
+        windows.append(np.pad(piece, ((0, size - len(piece)), (0, 0))))
+    return windows

@@ -1,0 +1,133 @@
+"""Chord labels -> multi-hot chord chroma (remixer.chords)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import btc
+from btc import ChordSegment
+from remixer import chords
+from remixer.chords import ChordError, chord_to_pitch_classes, segments_to_chroma, window_chroma
+from tests.conftest import SHARED
+
+NOTE = {"C": 0, "C#": 1, "D": 2, "D#": 3, "E": 4, "F": 5, "F#": 6, "G": 7, "G#": 8, "A": 9, "A#": 10, "B": 11}
+DEGREE = {"1": 0, "b2": 1, "2": 2, "b3": 3, "3": 4, "4": 5, "b5": 6, "5": 7, "#5": 8, "6": 9, "bb7": 9, "b7": 10, "7": 11}
+# Chord qualities spelled as scale degrees (music theory, written independently of the code).
+SPELLING = {
+    "maj": "1 3 5", "min": "1 b3 5", "dim": "1 b3 b5", "aug": "1 3 #5", "min6": "1 b3 5 6",
+    "maj6": "1 3 5 6", "min7": "1 b3 5 b7", "minmaj7": "1 b3 5 7", "maj7": "1 3 5 7", "7": "1 3 5 b7",
+    "dim7": "1 b3 b5 bb7", "hdim7": "1 b3 b5 b7", "sus2": "1 2 5", "sus4": "1 4 5",
+}
+
+
+def pcs(*notes: str) -> list[int]:
+    vector = [0] * 12
+    for note in notes:
+        vector[NOTE[note]] = 1
+    return vector
+
+
+def expected_for(label: str) -> list[int]:
+    if label in {"N", "X"}:
+        return [0] * 12
+    root, _, quality = label.partition(":")
+    vector = [0] * 12
+    for degree in SPELLING[quality or "maj"].split():
+        vector[(NOTE[root] + DEGREE[degree]) % 12] = 1
+    return vector
+
+
+@pytest.mark.parametrize("label", btc.LARGE_VOCABULARY + btc.MAJMIN_VOCABULARY)
+def test_every_vocabulary_label_has_the_pitch_classes_its_name_says(label):
+    assert chord_to_pitch_classes(label) == expected_for(label)
+
+
+@pytest.mark.parametrize("label,notes", [
+    ("C", ("C", "E", "G")), ("A:min", ("A", "C", "E")), ("G:7", ("G", "B", "D", "F")),
+    ("F#:hdim7", ("F#", "A", "C", "E")), ("Bb:maj7", ("A#", "D", "F", "A")), ("D:sus4", ("D", "G", "A")),
+    ("Db", ("C#", "F", "G#")), ("E#", ("F", "A", "C")), ("Cb:min", ("B", "D", "F#")),
+    ("C/E", ("C", "E", "G")), ("A:min/C", ("A", "C", "E")), ("G:7/3", ("G", "B", "D", "F")),
+])
+def test_user_syntax(label, notes):
+    assert chord_to_pitch_classes(label) == pcs(*notes)
+
+
+@pytest.mark.parametrize("label", ["N", "X", " N "])
+def test_no_chord_is_silent(label):
+    assert chord_to_pitch_classes(label) == [0] * 12
+
+
+@pytest.mark.parametrize("label,named", [("H:min", "'H:min'"), ("C:mystery", "'mystery'"), ("", "''"),
+                                         ("C/Q", "'C/Q'"), ("c", "'c'")])
+def test_unknown_syntax_names_the_token(label, named):
+    with pytest.raises(ChordError, match=named):
+        chord_to_pitch_classes(label)
+
+
+def test_progression_truth_gives_the_right_pitch_classes_on_every_frame():
+    segments = btc.read_lab(SHARED / "btc" / "progression_truth.lab")
+    chroma = segments_to_chroma(segments, duration=24.0)
+    assert chroma.shape == (188, 12)  # 24 s at 7.8125 frames per second
+    for frame in range(chroma.shape[0]):
+        t = frame * 30 / 235
+        label = next(s.label for s in segments if s.start <= t < s.end)
+        assert chroma[frame].tolist() == expected_for(label), (frame, label)
+
+
+def test_boundaries_land_on_the_nearest_frame():
+    bin_s = 30 / 235
+    segments = [ChordSegment(0, 10 * bin_s, "C"), ChordSegment(10 * bin_s, 40 * bin_s, "F#")]
+    chroma = segments_to_chroma(segments, 40 * bin_s)
+    assert chroma.shape == (40, 12)
+    assert all(chroma[f].tolist() == pcs("C", "E", "G") for f in range(10))
+    assert all(chroma[f].tolist() == pcs("F#", "A#", "C#") for f in range(10, 40))
+    # A boundary 0.4 frame late still rounds to frame 10.
+    late = [ChordSegment(0, 10.4 * bin_s, "C"), ChordSegment(10.4 * bin_s, 40 * bin_s, "F#")]
+    assert np.array_equal(segments_to_chroma(late, 40 * bin_s), chroma)
+
+
+def test_smoothing_removes_a_one_frame_blip_and_keeps_a_one_second_chord():
+    bin_s = 30 / 235
+    blip = [ChordSegment(0, 20 * bin_s, "C"), ChordSegment(20 * bin_s, 21 * bin_s, "F#"),
+            ChordSegment(21 * bin_s, 40 * bin_s, "C")]
+    chroma = segments_to_chroma(blip, 40 * bin_s)
+    assert all(row.tolist() == pcs("C", "E", "G") for row in chroma)
+
+    second = [ChordSegment(0, 10, "C"), ChordSegment(10, 11, "D:min"), ChordSegment(11, 20, "C")]
+    chroma = segments_to_chroma(second, 20)
+    frames = [f for f in range(chroma.shape[0]) if chroma[f].tolist() == pcs("D", "F", "A")]
+    assert len(frames) == 8 and frames[0] == round(10 / bin_s)
+
+
+def test_coefficient_scales_the_chroma():
+    segments = [ChordSegment(0, 5, "G")]
+    base = segments_to_chroma(segments, 5)
+    for coefficient in (0.5, 1.7, 2.0):
+        scaled = segments_to_chroma(segments, 5, coefficient)
+        assert np.array_equal(scaled, base * coefficient)
+        assert np.allclose(np.unique(scaled), [0.0, coefficient])
+    for bad in (0.49, 2.01):
+        with pytest.raises(ChordError, match="between 0.5 and 2.0"):
+            segments_to_chroma(segments, 5, bad)
+
+
+def test_window_chroma_slices_the_song_once_recognised():
+    bin_s = 30 / 235
+    # A different chord every 6 s, so every window's content is checkable.
+    labels = ["C", "D", "E", "F", "G", "A", "B", "C#", "D#", "F#"]
+    segments = [ChordSegment(6 * i, 6 * (i + 1), label) for i, label in enumerate(labels)]
+    song = segments_to_chroma(segments, 60)
+    windows = window_chroma(song, [0, 18, 36])
+    assert [w.shape for w in windows] == [(235, 12)] * 3
+    for start, window in zip([0, 18, 36], windows):
+        for frame in range(0, 235, 5):
+            t = start + frame * bin_s
+            if t >= 60:
+                assert not window[frame].any()  # past the song: no chord
+                continue
+            label = labels[int(t // 6)]
+            if abs(t - 6 * round(t / 6)) > 4 * bin_s:  # away from smoothed boundaries
+                assert window[frame].tolist() == expected_for(label), (start, frame)
+    assert np.array_equal(windows[0], song[:235])
+    assert np.array_equal(windows[1], song[round(18 / bin_s):round(18 / bin_s) + 235])

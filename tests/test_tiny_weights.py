@@ -1,0 +1,35 @@
+"""`python -m remixer.tiny_weights DIR` makes the landed stages run offline."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+
+from remixer import chords, weights
+from remixer.tiny_weights import WRITERS
+
+
+def test_tiny_weights_cli_writes_loadable_checkpoints(tmp_path, monkeypatch):
+    out = subprocess.run([sys.executable, "-m", "remixer.tiny_weights", str(tmp_path)],
+                         capture_output=True, text=True, check=True)
+    assert "noise" in out.stderr
+    written = out.stdout.split()
+    assert len(written) == 2 and all((tmp_path / p).exists() for p in written)
+
+    monkeypatch.setenv("REMIXER_OFFLINE", "1")
+    components = [chords.recognizer_component(True), chords.recognizer_component(False)]
+    assert weights.missing(weights.files_of(components), tmp_path) == []
+    chords.load_recognizer.cache_clear()
+    large = chords.load_recognizer(str(tmp_path), True)
+    assert chords.load_recognizer(str(tmp_path), True) is large  # loaded once
+    small = chords.load_recognizer(str(tmp_path), False)
+    assert len(large.labels) == 170 and len(small.labels) == 25
+    segments = large.recognize(np.random.default_rng(0).standard_normal(22050 * 3).astype(np.float32), 22050)
+    assert segments[-1].end == 3.0
+
+
+def test_every_writer_names_a_manifest_component():
+    for component in WRITERS:
+        assert any(c.startswith(component) for c in weights.COMPONENTS)
