@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -10,7 +11,18 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "testdata"
+
+def _shared_testdata() -> Path:
+    """Reference fixtures: $REMIXER_TESTDATA, else ../shared/testdata beside the checkout."""
+    candidates = [os.environ.get("REMIXER_TESTDATA"), Path(__file__).resolve().parents[2] / "shared" / "testdata",
+                  "/work/shared/testdata"]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "btc").is_dir():
+            return Path(candidate)
+    raise RuntimeError("reference fixtures not found: set REMIXER_TESTDATA to the shared testdata folder")
+
+
+SHARED = _shared_testdata()
 
 
 def tone(freq: float = 440.0, seconds: float = 2.0, sample_rate: int = 44100, channels: int = 2,

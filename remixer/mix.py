@@ -1,0 +1,44 @@
+"""Put the song's own vocals back over the new instrumental."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from remixer.audio import convert_channels, normalize, resample
+
+INSTRUMENTAL_LEVEL = 0.5  # of full scale, after peak normalisation (the original's levels)
+VOCALS_LEVEL = 0.25
+
+
+def prepare_vocals(vocals: np.ndarray, vocals_rate: int, sample_rate: int, channels: int, length: int) -> np.ndarray:
+    """Vocals at the model's rate and channel count, sample-aligned with the song and `length` long.
+
+    Stereo vocals stay stereo for stereo models (the original downmixed them).
+    """
+    converted = resample(convert_channels(vocals, channels), vocals_rate, sample_rate)
+    out = np.zeros((channels, length), np.float32)
+    count = min(length, converted.shape[1])
+    out[:, :count] = converted[:, :count]
+    return out
+
+
+def _peak_scaled(audio: np.ndarray, level: float) -> np.ndarray:
+    peak = float(np.abs(audio).max(initial=0.0))
+    return audio * (level / peak) if peak > 0 else audio
+
+
+def mix(
+    instrumental: np.ndarray,
+    vocals: np.ndarray,
+    sample_rate: int,
+    strategy: str = "loudness",
+    instrumental_level: float = INSTRUMENTAL_LEVEL,
+    vocals_level: float = VOCALS_LEVEL,
+) -> np.ndarray:
+    """Instrumental and vocals (same shape) -> the normalized remix, within +-1."""
+    if instrumental.shape != vocals.shape:
+        raise ValueError(f"instrumental {instrumental.shape} and vocals {vocals.shape} differ in shape")
+    mixed = _peak_scaled(instrumental, instrumental_level) + _peak_scaled(vocals, vocals_level)
+    mixed = _peak_scaled(mixed, 1.0)
+    # The tanh compressor keeps loudness normalization from clipping.
+    return normalize(mixed, sample_rate, strategy, loudness_compressor=True)
