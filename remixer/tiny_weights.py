@@ -20,6 +20,8 @@ from typing import Callable
 # never imports the libraries of the others.
 WRITERS: dict[str, str] = {
     "btc": "btc.checkpoint:write_random_checkpoints",
+    "htdemucs": "remixer.separation:write_random_checkpoint",
+    "allin1": "remixer.rhythm:write_random_checkpoints",
 }
 
 

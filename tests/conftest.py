@@ -54,3 +54,13 @@ def source_wav(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("audio") / "source.wav"
     sf.write(path, tone(channels=1).T, 44100, subtype="FLOAT")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> Path:
+    """Small random checkpoints of every landed component, in the real formats."""
+    from remixer.tiny_weights import write_all
+
+    directory = tmp_path_factory.mktemp("weights")
+    write_all(directory, seed=0)
+    return directory

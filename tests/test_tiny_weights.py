@@ -16,7 +16,10 @@ def test_tiny_weights_cli_writes_loadable_checkpoints(tmp_path, monkeypatch):
                          capture_output=True, text=True, check=True)
     assert "noise" in out.stderr
     written = out.stdout.split()
-    assert len(written) == 2 and all((tmp_path / p).exists() for p in written)
+    assert all((tmp_path / p).exists() for p in written)
+    components = ["btc-large-voca", "btc-majmin", "htdemucs", "allin1"]
+    assert len(written) == len(weights.files_of(components)) == 11
+    assert weights.ensure(components, tmp_path, offline=True) == tmp_path
 
     monkeypatch.setenv("REMIXER_OFFLINE", "1")
     components = [chords.recognizer_component(True), chords.recognizer_component(False)]

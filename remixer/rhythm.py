@@ -1,0 +1,135 @@
+"""Rhythm analysis with All-In-One (allin1_infer), fed our own stems.
+
+The analyzer never separates again: it gets the stems the separation stage
+already made. For the generated instrumental (which has no vocals) the
+pipeline separates that audio too before analysing it: All-In-One was
+trained on demucs stems, and handing it a full mix as one stem gives it
+input it never saw, which costs downbeat accuracy, the one thing beat-sync
+needs from it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from remixer import weights
+from remixer.device import pick_device
+
+log = logging.getLogger(__name__)
+
+COMPONENT = "allin1"
+ENSEMBLE = "harmonix-all"
+SAMPLE_RATE = 44100
+
+
+@dataclass(frozen=True)
+class Section:
+    start: float
+    end: float
+    label: str  # intro, verse, chorus, ...
+
+
+@dataclass(frozen=True)
+class Rhythm:
+    """bpm (None when no beat was found), beats and downbeats in seconds."""
+
+    bpm: float | None
+    beats: list[float] = field(default_factory=list)
+    downbeats: list[float] = field(default_factory=list)
+    beat_positions: list[int] = field(default_factory=list)
+    sections: list[Section] = field(default_factory=list)
+
+
+class RhythmAnalyzer:
+    def __init__(self, model: torch.nn.Module, device: torch.device):
+        self.model = model.to(device).eval()
+        self.device = device
+
+    def analyze(self, stems: Mapping[str, np.ndarray]) -> Rhythm:
+        """Stems (drums, bass, other, vocals; (2, n) float32 at 44.1 kHz) -> Rhythm."""
+        from allin1_infer.spectrogram import STEM_NAMES, compute_spectrogram_from_stem_arrays
+        from allin1_infer.stems import quantize_stem_to_madmom_mono_int16
+
+        start = time.perf_counter()
+        missing = [name for name in STEM_NAMES if name not in stems]
+        if missing:
+            raise ValueError(f"rhythm analysis needs the stems {STEM_NAMES}; missing {missing}")
+        # The same int16 mono the library would read back from stem wav files.
+        mono = {name: quantize_stem_to_madmom_mono_int16(torch.from_numpy(np.atleast_2d(stems[name])))
+                for name in STEM_NAMES}
+        spec = compute_spectrogram_from_stem_arrays(mono, SAMPLE_RATE)
+        with torch.inference_mode():
+            logits = self.model(torch.from_numpy(spec)[None].to(self.device))
+        rhythm = _postprocess(logits, self.model.cfg)
+        log.info("rhythm: bpm %s, %d beats, %d downbeats in %.1f s", rhythm.bpm, len(rhythm.beats),
+                 len(rhythm.downbeats), time.perf_counter() - start)
+        return rhythm
+
+
+def _postprocess(logits, cfg) -> Rhythm:
+    from allin1_infer.postprocessing.functional import postprocess_functional_structure
+    from allin1_infer.postprocessing.metrical import postprocess_metrical_structure
+    from allin1_infer.postprocessing.tempo import estimate_tempo_from_beats
+
+    metrical = postprocess_metrical_structure(logits, cfg)
+    sections = [Section(float(s.start), float(s.end), str(s.label))
+                for s in postprocess_functional_structure(logits, cfg)]
+    beats = [float(b) for b in metrical["beats"]]
+    bpm = estimate_tempo_from_beats(beats)
+    downbeats = [float(d) for d in metrical["downbeats"]]
+    if bpm is None or len(downbeats) < 2:
+        # No usable pulse (speech, ambient, silence): beat-sync is skipped downstream.
+        return Rhythm(None, beats, [], metrical["beat_positions"], sections)
+    return Rhythm(float(bpm), beats, downbeats, [int(p) for p in metrical["beat_positions"]], sections)
+
+
+def _fold_files() -> list[weights.WeightFile]:
+    return weights.files_of([COMPONENT])
+
+
+def read_model(paths: list[Path], device: torch.device) -> torch.nn.Module:
+    """One fold, or the ensemble of several, from All-In-One's own checkpoint files."""
+    from allin1_infer.models.ensemble import Ensemble
+    from allin1_infer.models.loaders import _build_model_from_checkpoint
+
+    folds = [_build_model_from_checkpoint(str(path), device) for path in paths]
+    return folds[0] if len(folds) == 1 else Ensemble(folds).to(device).eval()
+
+
+def load_analyzer(weights_dir: str | Path | None = None, device: str | None = None,
+                  model: str = ENSEMBLE) -> RhythmAnalyzer:
+    """`model`: "harmonix-all" (the 8-fold ensemble) or "harmonix-foldN"."""
+    files = _fold_files()
+    if model != ENSEMBLE:
+        files = [f for f in files if Path(f.name).name.startswith(f"{model}-")]
+        if not files:
+            raise ValueError(f"unknown All-In-One model {model!r}; use {ENSEMBLE} or harmonix-fold0..7")
+    root = weights.ensure([COMPONENT], weights_dir)
+    chosen = pick_device(device)
+    return RhythmAnalyzer(read_model([root / f.name for f in files], chosen), chosen)
+
+
+def write_random_checkpoints(directory: str | Path, seed: int = 0) -> list[Path]:
+    """Eight random folds at the real size (300 k parameters each) in All-In-One's format."""
+    from allin1_infer.config import Config, HarmonixConfig
+    from allin1_infer.models.allinone import AllInOne
+    from omegaconf import OmegaConf
+
+    written = []
+    for fold, file in enumerate(_fold_files()):
+        torch.manual_seed(seed + fold)
+        config = OmegaConf.structured(Config(data=HarmonixConfig(), fold=fold, best_threshold_beat=0.19,
+                                             best_threshold_downbeat=0.19))
+        model = AllInOne(config)
+        path = Path(directory) / file.name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"config": OmegaConf.to_container(config, resolve=True), "state_dict": model.state_dict()}, path)
+        written.append(path)
+    return written

@@ -1,0 +1,140 @@
+"""Stem separation with demucs (htdemucs): drums, bass, other, vocals; once per song."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from remixer import weights
+from remixer.audio import convert_channels, resample
+from remixer.device import pick_device
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 44100
+STEM_NAMES = ("drums", "bass", "other", "vocals")
+COMPONENT = "htdemucs"
+
+
+class Stems(Mapping):
+    """The four stems, each float32 (2, n) at 44.1 kHz, plus the mixes the pipeline needs."""
+
+    sample_rate = SAMPLE_RATE
+
+    def __init__(self, stems: dict[str, np.ndarray]):
+        self._stems = {name: stems[name] for name in STEM_NAMES}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._stems[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._stems)
+
+    def __len__(self) -> int:
+        return len(self._stems)
+
+    @property
+    def vocals(self) -> np.ndarray:
+        return self._stems["vocals"]
+
+    @property
+    def drumless(self) -> np.ndarray:
+        """Vocals + bass + other: what chord recognition listens to."""
+        return self._stems["vocals"] + self._stems["bass"] + self._stems["other"]
+
+    @property
+    def accompaniment(self) -> np.ndarray:
+        """Everything but the vocals."""
+        return self._stems["drums"] + self._stems["bass"] + self._stems["other"]
+
+
+class Separator:
+    """A loaded demucs model. `runs` counts separations, so callers can prove there was one."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device, segment: float | None = None,
+                 overlap: float = 0.25):
+        self.model = model.to(device).eval()
+        self.device = device
+        self.segment = segment
+        self.overlap = overlap
+        self.runs = 0
+
+    def separate(self, samples: np.ndarray, sample_rate: int, progress: bool = False) -> Stems:
+        from demucs_infer.apply import apply_model
+
+        start = time.perf_counter()
+        stereo = resample(convert_channels(np.atleast_2d(samples), 2), sample_rate, SAMPLE_RATE)
+        mix = torch.from_numpy(stereo)
+        # demucs expects a standardised mix and gives stems on the same scale.
+        reference = mix.mean(0)
+        mean, std = reference.mean(), reference.std()
+        std = std if std > 1e-8 else torch.tensor(1.0)
+        with torch.inference_mode():
+            sources = apply_model(
+                self.model, ((mix - mean) / std)[None], shifts=0, split=True, overlap=self.overlap,
+                segment=self.segment, device=self.device, progress=progress,
+            )[0]
+        sources = (sources * std + mean).cpu().numpy().astype(np.float32)
+        self.runs += 1
+        names = list(self.model.sources)
+        log.info("separation: %.1f s of audio in %.1f s", stereo.shape[1] / SAMPLE_RATE,
+                 time.perf_counter() - start)
+        return Stems({name: sources[names.index(name)] for name in STEM_NAMES})
+
+
+def read_model(path: str | Path) -> torch.nn.Module:
+    """A demucs checkpoint in demucs's own package format (klass, args, kwargs, state)."""
+    import demucs_infer.compat  # noqa: F401  (maps the `demucs.*` names the checkpoints pickle)
+    from demucs_infer.states import load_model
+
+    return load_model(str(path))
+
+
+def load_separator(weights_dir: str | Path | None = None, device: str | None = None,
+                   segment: float | None = None, overlap: float = 0.25) -> Separator:
+    root = weights.ensure([COMPONENT], weights_dir)
+    (file,) = weights.files_of([COMPONENT])
+    return Separator(read_model(root / file.name), pick_device(device), segment, overlap)
+
+
+def write_checkpoint(path: str | Path, model: torch.nn.Module) -> Path:
+    """Save a demucs model as demucs's own serializer does (half-precision state, class by reference)."""
+    from demucs_infer.htdemucs import HTDemucs
+
+    import demucs_infer.compat  # noqa: F401
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    args, kwargs = model._init_args_kwargs
+    state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    # The published checkpoints name the class demucs.htdemucs.HTDemucs; write the same reference.
+    original = HTDemucs.__module__
+    HTDemucs.__module__ = "demucs.htdemucs"
+    try:
+        torch.save({"klass": HTDemucs, "args": args, "kwargs": kwargs, "state": state,
+                    "training_args": {}}, path)
+    finally:
+        HTDemucs.__module__ = original
+    return path
+
+
+TINY = dict(channels=4, t_layers=1, t_heads=2, dconv_comp=2)
+
+
+def build_htdemucs(full_size: bool = False) -> torch.nn.Module:
+    """htdemucs's architecture (26.9 M parameters), or a tiny one for tests."""
+    from demucs_infer.htdemucs import HTDemucs
+
+    return HTDemucs(list(STEM_NAMES), samplerate=SAMPLE_RATE, segment=7.8, **({} if full_size else TINY))
+
+
+def write_random_checkpoint(directory: str | Path, seed: int = 0, full_size: bool = False) -> list[Path]:
+    torch.manual_seed(seed)
+    (file,) = weights.files_of([COMPONENT])
+    return [write_checkpoint(Path(directory) / file.name, build_htdemucs(full_size))]
