@@ -22,6 +22,7 @@ WRITERS: dict[str, str] = {
     "btc": "btc.checkpoint:write_random_checkpoints",
     "htdemucs": "remixer.separation:write_random_checkpoint",
     "allin1": "remixer.rhythm:write_random_checkpoints",
+    "musicgen": "remixer.generation:write_random_checkpoints",
 }
 
 

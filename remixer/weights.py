@@ -70,7 +70,6 @@ MANIFEST: tuple[WeightFile, ...] = (
     _hf("encodec", "facebook/encodec_32khz", "model.safetensors", CC_BY_NC),
     _hf("t5", "google-t5/t5-base", "config.json", APACHE),
     _hf("t5", "google-t5/t5-base", "model.safetensors", APACHE),
-    _hf("t5", "google-t5/t5-base", "spiece.model", APACHE),
     _hf("t5", "google-t5/t5-base", "tokenizer.json", APACHE),
     _hf("mbd", "facebook/multiband-diffusion", "mbd_musicgen_32khz.th", CC_BY_NC),
     WeightFile("htdemucs", "demucs/955717e8-8726e21a.th",

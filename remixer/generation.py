@@ -1,0 +1,603 @@
+"""MusicGen-Chord: convert the published checkpoints, load them once, generate a whole song.
+
+The backbone is transformers' MusicGen-Melody (T5 text encoder, EnCodec 32 kHz,
+a decoder over 4 codebooks, or 8 interleaved for stereo). The published
+MusicGen-Chord files are audiocraft LM state dicts (`xp.cfg` + `model`); they
+are converted to the transformers layout once and cached beside the source.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from remixer import weights
+from remixer.chords import FRAMES_PER_WINDOW, WINDOW_SECONDS, window_chroma
+from remixer.device import pick_device
+
+log = logging.getLogger(__name__)
+
+MODEL_VERSIONS = ("stereo-chord", "stereo-chord-large", "chord", "chord-large")
+SAMPLE_RATE = 32000
+FRAME_RATE = 50  # EnCodec 32 kHz: 640 samples per token frame
+CARD = 2048
+EXTEND_STRIDE_S = 18.0  # each window after the first adds 18 s ...
+PROMPT_S = WINDOW_SECONDS - EXTEND_STRIDE_S  # ... prompted with the last 12 s
+MAX_PROMPT_TOKENS = 512  # T5's trained length; longer prompts are truncated with a warning
+
+_CONVERTED = "converted"
+_STATE_FILE = "model.safetensors"
+_CONFIG_FILE = "decoder_config.json"
+_SOURCE_FILE = "source.json"
+
+
+class GenerationError(ValueError):
+    """A request the generator cannot serve, explained."""
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What a model_version is, read from its checkpoint's xp.cfg."""
+
+    version: str
+    channels: int
+    codebooks: int
+    hidden_size: int
+    layers: int
+    heads: int
+
+    @property
+    def max_delay(self) -> int:
+        """Codebook delay of the last codebook (frames): 3 for mono and for interleaved stereo."""
+        return self.codebooks // self.channels - 1
+
+
+def component_for(version: str) -> str:
+    if version not in MODEL_VERSIONS:
+        raise GenerationError(f"unknown model_version {version!r}; choose one of {', '.join(MODEL_VERSIONS)}")
+    return f"musicgen-{version}"
+
+
+# --- conversion ---------------------------------------------------------------
+
+def _lm_shape(cfg: dict) -> dict:
+    lm = cfg["transformer_lm"]
+    return {
+        "dim": int(lm["dim"]),
+        "layers": int(lm["num_layers"]),
+        "heads": int(lm["num_heads"]),
+        "n_q": int(lm["n_q"]),
+        "card": int(lm["card"]),
+        "hidden_scale": float(lm.get("hidden_scale", 4)),
+    }
+
+
+def facts_from_cfg(cfg: dict, version: str) -> ModelFacts:
+    shape = _lm_shape(cfg)
+    stereo = int(cfg.get("channels", 1)) == 2 or bool(cfg.get("interleave_stereo_codebooks", {}).get("use"))
+    return ModelFacts(version, 2 if stereo else 1, shape["n_q"], shape["dim"], shape["layers"], shape["heads"])
+
+
+def decoder_config(cfg: dict):
+    from transformers import MusicgenMelodyDecoderConfig
+
+    shape = _lm_shape(cfg)
+    facts = facts_from_cfg(cfg, "")
+    return MusicgenMelodyDecoderConfig(
+        vocab_size=shape["card"], hidden_size=shape["dim"], ffn_dim=int(shape["hidden_scale"] * shape["dim"]),
+        num_hidden_layers=shape["layers"], num_attention_heads=shape["heads"], num_codebooks=shape["n_q"],
+        audio_channels=facts.channels, dropout=0.0, pad_token_id=shape["card"], bos_token_id=shape["card"],
+    )
+
+
+# audiocraft LM name -> transformers name (facts from both layouts).
+_RENAMES = (
+    ("condition_provider.conditioners.description.output_proj", "enc_to_dec_proj"),
+    ("condition_provider.conditioners.self_wav.output_proj", "audio_enc_to_dec_proj"),
+    ("emb.", "decoder.model.decoder.embed_tokens."),
+    ("transformer.layers.", "decoder.model.decoder.layers."),
+    ("out_norm.", "decoder.model.decoder.layer_norm."),
+    ("linears.", "decoder.lm_heads."),
+    (".linear1.", ".fc1."),
+    (".linear2.", ".fc2."),
+    (".norm1.", ".self_attn_layer_norm."),
+    (".norm2.", ".final_layer_norm."),
+)
+
+
+def convert_state_dict(lm_state: dict[str, torch.Tensor], hidden_size: int) -> dict[str, torch.Tensor]:
+    """audiocraft LM state dict -> transformers MusicGen-Melody names (decoder and projections)."""
+    out: dict[str, torch.Tensor] = {}
+    for name, tensor in lm_state.items():
+        if not name.startswith(("condition_provider.conditioners.description.output_proj",
+                                "condition_provider.conditioners.self_wav.output_proj",
+                                "emb.", "transformer.", "out_norm.", "linears.")):
+            continue  # conditioner internals (chroma extractor buffers) have no transformers counterpart
+        for old, new in _RENAMES:
+            name = name.replace(old, new)
+        if name.endswith("self_attn.in_proj_weight"):
+            base = name[: -len("in_proj_weight")]
+            q, k, v = tensor.split(hidden_size, dim=0)
+            out[base + "q_proj.weight"], out[base + "k_proj.weight"], out[base + "v_proj.weight"] = q, k, v
+        else:
+            out[name] = tensor
+    return {k: v.contiguous() for k, v in out.items()}
+
+
+def _source_stamp(path: Path) -> dict:
+    stat = path.stat()
+    return {"name": path.name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def converted_dir(th_path: Path) -> Path:
+    return th_path.with_name(f"{th_path.stem}.{_CONVERTED}")
+
+
+def convert_checkpoint(th_path: str | Path) -> Path:
+    """Convert once; later calls return the cache unless the source file changed."""
+    from safetensors.torch import save_file
+
+    th_path = Path(th_path)
+    target = converted_dir(th_path)
+    stamp = _source_stamp(th_path)
+    source_file = target / _SOURCE_FILE
+    if source_file.is_file() and json.loads(source_file.read_text()) == stamp:
+        return target
+    log.info("converting %s to the transformers layout (once)", th_path.name)
+    try:
+        package = torch.load(th_path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise GenerationError(f"{th_path} is not a readable MusicGen-Chord checkpoint ({error})") from None
+    if not isinstance(package, dict) or "xp.cfg" not in package or "model" not in package:
+        raise GenerationError(f"{th_path}: a MusicGen-Chord checkpoint holds 'xp.cfg' and 'model'")
+    cfg = package["xp.cfg"]
+    state = convert_state_dict(package["model"], _lm_shape(cfg)["dim"])
+    work = target.with_name(target.name + ".tmp")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    save_file(state, str(work / _STATE_FILE))
+    (work / _CONFIG_FILE).write_text(json.dumps({"xp.cfg": _plain(cfg)}, indent=1))
+    (work / _SOURCE_FILE).write_text(json.dumps(stamp))
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(work, target)
+    return target
+
+
+def _plain(value):
+    """xp.cfg as JSON-able data (it may hold tuples or numbers from numpy)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+# --- loading ------------------------------------------------------------------
+
+_shared_lock = threading.Lock()
+_shared: dict[tuple, torch.nn.Module] = {}
+
+
+def _shared_encoder(kind: str, directory: Path, device: torch.device) -> torch.nn.Module:
+    """T5 and EnCodec are the same for all four versions: load each once per device."""
+    from transformers import EncodecModel, T5EncoderModel
+
+    key = (kind, str(directory), str(device))
+    with _shared_lock:
+        if key not in _shared:
+            cls = T5EncoderModel if kind == "t5" else EncodecModel
+            _shared[key] = cls.from_pretrained(str(directory)).to(device).eval()
+        return _shared[key]
+
+
+def load_musicgen_chord(th_path: str | Path, device: str | None = "cpu", weights_dir: str | Path | None = None):
+    """The transformers model for a MusicGen-Chord checkpoint (converted, cached).
+
+    Its facts (channels, codebooks, version) are at `model.chord_facts`.
+    """
+    from safetensors.torch import load_file
+    from transformers import MusicgenMelodyConfig, MusicgenMelodyForCausalLM, MusicgenMelodyForConditionalGeneration
+
+    th_path = Path(th_path)
+    if not th_path.is_file():
+        raise GenerationError(f"MusicGen-Chord checkpoint not found: {th_path}")
+    chosen = pick_device(device)
+    root = weights.ensure(["t5", "encodec"], weights_dir)
+    cache = convert_checkpoint(th_path)
+    cfg = json.loads((cache / _CONFIG_FILE).read_text())["xp.cfg"]
+    version = th_path.stem.removeprefix("musicgen-")
+    facts = facts_from_cfg(cfg, version)
+
+    text_encoder = _shared_encoder("t5", root / "t5", chosen)
+    audio_encoder = _shared_encoder("encodec", root / "encodec", chosen)
+    with torch.device("meta"):
+        decoder = MusicgenMelodyForCausalLM(decoder_config(cfg))
+    config = MusicgenMelodyConfig(text_encoder=text_encoder.config, audio_encoder=audio_encoder.config,
+                                  decoder=decoder.config)
+    with torch.device("meta"):
+        model = MusicgenMelodyForConditionalGeneration(config=config)
+    state = load_file(str(cache / _STATE_FILE))
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    missing = [k for k in missing if not k.startswith(("text_encoder.", "audio_encoder."))
+               and "embed_positions" not in k]
+    if missing or unexpected:
+        raise GenerationError(f"{th_path.name}: converted weights do not fit the model "
+                              f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+    model.text_encoder = text_encoder
+    model.audio_encoder = audio_encoder
+    _materialise_buffers(model)
+    model.to(chosen)
+    # Half precision is safe for the decoder on CUDA (as the original ran); the CPU keeps float32.
+    if chosen.type == "cuda":
+        model.decoder.half()
+        model.enc_to_dec_proj.half()
+        model.audio_enc_to_dec_proj.half()
+    model.eval()
+    gen = model.generation_config
+    gen.decoder_start_token_id = gen.pad_token_id = gen.bos_token_id = CARD
+    model.chord_facts = facts
+    return model
+
+
+def _materialise_buffers(model: torch.nn.Module) -> None:
+    """Rebuild non-persistent buffers (sinusoidal positions) left on the meta device."""
+    positions = model.decoder.model.decoder.embed_positions
+    if positions.weights.is_meta:
+        table = positions.get_embedding(positions.weights.shape[0], positions.embedding_dim)
+        positions.weights = torch.nn.Buffer(table, persistent=False)
+    leftovers = [name for name, tensor in model.state_dict(keep_vars=True).items() if tensor.is_meta]
+    if leftovers:
+        raise GenerationError(f"weights missing after loading: {leftovers[:5]}")
+
+
+class ModelCache:
+    """Loaded models per (checkpoint, device), least recently used evicted beyond a memory budget."""
+
+    def __init__(self, budget_bytes: int | None = None):
+        self.budget = budget_bytes if budget_bytes is not None else _default_budget()
+        self._models: OrderedDict[tuple[str, str], tuple[torch.nn.Module, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, th_path: Path, device: str | None = None, weights_dir=None) -> torch.nn.Module:
+        key = (str(th_path), str(pick_device(device)))
+        with self._lock:
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key][0]
+            need = _estimated_bytes(th_path)
+            while self._models and sum(size for _, size in self._models.values()) + need > self.budget:
+                evicted, _ = self._models.popitem(last=False)
+                log.info("unloading %s to make room", Path(evicted[0]).name)
+            model = load_musicgen_chord(th_path, device, weights_dir)
+            self._models[key] = (model, need)
+            return model
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+
+def _estimated_bytes(th_path: Path) -> int:
+    return th_path.stat().st_size  # float32 on disk and in memory, within a few percent
+
+
+def _default_budget() -> int:
+    configured = os.environ.get("REMIXER_MODEL_CACHE_GB")
+    if configured:
+        return int(float(configured) * 2**30)
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(int(line.split()[1]) * 1024 * 0.6)
+    except OSError:
+        pass
+    return 16 * 2**30
+
+
+# --- generation ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Sampling:
+    top_k: int = 250
+    top_p: float = 0.0
+    temperature: float = 1.0
+    classifier_free_guidance: float = 3.0
+
+
+@dataclass(frozen=True)
+class Generated:
+    tokens: torch.Tensor  # (codebooks, frames), int64
+    audio: np.ndarray  # (channels, samples) float32 at 32 kHz
+    sample_rate: int
+    seed: int
+
+
+ProgressCallback = Callable[[int, int], None]
+
+
+def build_prompt(prompt: str, bpm: float | None) -> str:
+    text = (prompt or "").strip()
+    if not text:
+        raise GenerationError("the prompt is empty: describe the style, e.g. 'bossa nova with nylon guitar'")
+    return f"{text}, bpm : {int(round(bpm))}" if bpm else text
+
+
+def choose_seed(seed: int | None) -> int:
+    """None or -1: a fresh random seed (logged so the user can reproduce); 0 is a valid seed."""
+    if seed is None or seed == -1:
+        seed = random.SystemRandom().randrange(0, 2**31 - 1)
+        log.info("seed %d (random; pass it back to reproduce this result)", seed)
+    return int(seed)
+
+
+def window_starts(duration: float) -> list[float]:
+    """Start times of the 30 s windows: 0, 18, 36, ... until the song is covered."""
+    starts = [0.0]
+    while starts[-1] + WINDOW_SECONDS < duration:
+        starts.append(starts[-1] + EXTEND_STRIDE_S)
+    return starts
+
+
+class _TokenCollector:
+    """A transformers streamer: keeps the delayed token grid and reports progress."""
+
+    def __init__(self, on_token: Callable[[], None]):
+        self.chunks: list[torch.Tensor] = []
+        self.on_token = on_token
+
+    def put(self, value: torch.Tensor) -> None:
+        first = not self.chunks
+        self.chunks.append(value.detach().reshape(value.shape[0], -1).cpu())
+        if not first:
+            self.on_token()
+
+    def end(self) -> None:
+        pass
+
+    def grid(self) -> torch.Tensor:
+        return torch.cat(self.chunks, dim=1)
+
+
+def _undelay(grid: torch.Tensor, facts: ModelFacts) -> torch.Tensor:
+    """Delayed (codebooks, 1 + steps) grid, BOS first -> aligned codes (codebooks, frames)."""
+    frames = grid.shape[1] - 1 - facts.max_delay
+    rows = [grid[k, 1 + k // facts.channels: 1 + k // facts.channels + frames] for k in range(facts.codebooks)]
+    return torch.stack(rows)
+
+
+def _encode_text(model, text: str):
+    from transformers import AutoTokenizer
+
+    tokenizer = _tokenizer(model.text_encoder.name_or_path)
+    ids = tokenizer(text, return_tensors="pt")
+    if ids["input_ids"].shape[1] > MAX_PROMPT_TOKENS:
+        log.warning("prompt is %d tokens; T5 reads the first %d", ids["input_ids"].shape[1], MAX_PROMPT_TOKENS)
+        ids = tokenizer(text, return_tensors="pt", truncation=True, max_length=MAX_PROMPT_TOKENS)
+    return {k: v.to(model.device) for k, v in ids.items()}
+
+
+_tokenizers: dict[str, object] = {}
+
+
+def _tokenizer(directory: str):
+    from transformers import AutoTokenizer
+
+    if directory not in _tokenizers:
+        _tokenizers[directory] = AutoTokenizer.from_pretrained(directory)
+    return _tokenizers[directory]
+
+
+def generate(
+    model,
+    prompt: str,
+    chroma: np.ndarray,
+    duration: float,
+    sampling: Sampling = Sampling(),
+    seed: int | None = None,
+    bpm: float | None = None,
+    progress: ProgressCallback | None = None,
+) -> Generated:
+    """Generate `duration` seconds conditioned on the prompt and the song's whole chord chroma."""
+    facts: ModelFacts = model.chord_facts
+    if duration <= 0:
+        raise GenerationError("nothing to generate: the song has no duration")
+    text = build_prompt(prompt, bpm)
+    seed = choose_seed(seed)
+    total_frames = math.ceil(duration * FRAME_RATE)
+    starts = window_starts(duration)
+    windows = window_chroma(chroma, starts)
+    prompt_frames = int(PROMPT_S * FRAME_RATE)
+    new_per_window = [min(total_frames, int(WINDOW_SECONDS * FRAME_RATE))]
+    for start in starts[1:]:
+        new_per_window.append(min(total_frames, int((start + WINDOW_SECONDS) * FRAME_RATE)) - int(start * FRAME_RATE)
+                              - prompt_frames)
+    total_steps = sum(n + facts.max_delay for n in new_per_window)
+    done = 0
+
+    def step() -> None:
+        nonlocal done
+        done += 1
+        if progress:
+            progress(done, total_steps)
+
+    text_inputs = _encode_text(model, text)
+    dtype = model.audio_enc_to_dec_proj.weight.dtype
+    codes = torch.zeros((facts.codebooks, 0), dtype=torch.long)
+    torch.manual_seed(seed)
+    for index, (window, new_frames) in enumerate(zip(windows, new_per_window)):
+        collector = _TokenCollector(step)
+        kwargs = dict(
+            **text_inputs,
+            input_features=torch.from_numpy(window[None]).to(model.device, dtype),
+            max_new_tokens=new_frames + facts.max_delay,
+            # As audiocraft: nucleus sampling when top_p > 0, else top-k.
+            do_sample=True, top_k=0 if sampling.top_p > 0 else sampling.top_k, top_p=sampling.top_p or 1.0,
+            temperature=sampling.temperature, guidance_scale=sampling.classifier_free_guidance or None,
+            streamer=collector,
+        )
+        if index > 0:
+            prompt_codes = codes[:, -prompt_frames:]
+            bos = torch.full((facts.codebooks, 1), CARD, dtype=torch.long)
+            kwargs["decoder_input_ids"] = torch.cat([bos, prompt_codes], dim=1).to(model.device)
+        with torch.inference_mode():
+            model.generate(**kwargs)
+        window_codes = _undelay(collector.grid(), facts)
+        codes = torch.cat([codes, window_codes[:, -new_frames:] if index > 0 else window_codes], dim=1)
+        log.info("generation: window %d/%d done (%.0f s of %.0f s)", index + 1, len(starts),
+                 min(codes.shape[1] / FRAME_RATE, duration), duration)
+    codes = codes[:, :total_frames]
+    audio = decode_tokens(model, codes)
+    samples = int(round(duration * SAMPLE_RATE))
+    audio = _fit_length(audio, samples)
+    return Generated(codes, audio, SAMPLE_RATE, seed)
+
+
+def decode_tokens(model, codes: torch.Tensor) -> np.ndarray:
+    """EnCodec-decode aligned codes (codebooks, frames) -> (channels, samples) float32."""
+    facts: ModelFacts = model.chord_facts
+    groups = [codes] if facts.channels == 1 else [codes[0::2], codes[1::2]]
+    channels = []
+    with torch.inference_mode():
+        for group in groups:
+            decoded = model.audio_encoder.decode(group[None, None].to(model.device), [None]).audio_values
+            channels.append(decoded[0, 0].float().cpu().numpy())
+    audio = np.stack(channels)
+    bad = ~np.isfinite(audio)
+    if bad.any():
+        log.warning("generated audio had %d NaN/inf samples; replaced with silence", int(bad.sum()))
+        audio = np.where(bad, 0.0, audio)
+    return audio.astype(np.float32)
+
+
+def _fit_length(audio: np.ndarray, samples: int) -> np.ndarray:
+    if audio.shape[1] >= samples:
+        return audio[:, :samples]
+    return np.pad(audio, ((0, 0), (0, samples - audio.shape[1])))
+
+
+# --- tiny weights ---------------------------------------------------------------
+
+TINY_LM = {"dim": 32, "num_heads": 2, "num_layers": 2, "hidden_scale": 4}
+
+
+def xp_cfg(version: str, dim: int, num_heads: int, num_layers: int, hidden_scale: float = 4) -> dict:
+    """An xp.cfg in the published checkpoints' layout (the parts the product reads)."""
+    stereo = version.startswith("stereo")
+    n_q = 8 if stereo else 4
+    delays = [d for d in range(4) for _ in range(2)] if stereo else list(range(4))
+    return {
+        "sample_rate": SAMPLE_RATE,
+        "channels": 2 if stereo else 1,
+        "interleave_stereo_codebooks": {"use": stereo, "per_timestep": False},
+        "compression_model_checkpoint": "//pretrained/facebook/encodec_32khz",
+        "dataset": {"segment_duration": 30},
+        "transformer_lm": {"dim": dim, "num_heads": num_heads, "num_layers": num_layers, "n_q": n_q,
+                           "card": CARD, "hidden_scale": hidden_scale, "norm": "layer_norm",
+                           "norm_first": True, "bias_proj": False, "bias_ff": False, "bias_attn": False,
+                           "activation": "gelu", "positional_embedding": "sin"},
+        "codebooks_pattern": {"modeling": "delay", "delay": {"delays": delays, "flatten_first": 0,
+                                                             "empty_initial": 0}},
+        "conditioners": {
+            "self_wav": {"model": "chroma_chord", "chroma_chord": {"n_chroma": 12, "radix2_exp": 14}},
+            "description": {"model": "t5", "t5": {"name": "t5-base", "finetune": False}},
+        },
+        "fuser": {"cross_attention_pos_emb": False, "cross_attention_pos_emb_scale": 1, "sum": [],
+                  "prepend": ["self_wav", "description"], "cross": [], "input_interpolate": []},
+    }
+
+
+def random_lm_state(cfg: dict, text_dim: int = 768, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A random audiocraft LM state dict with the published key names and shapes."""
+    generator = torch.Generator().manual_seed(seed)
+    shape = _lm_shape(cfg)
+    dim, ffn = shape["dim"], int(shape["hidden_scale"] * shape["dim"])
+
+    def rand(*size: int, scale: float = 0.02) -> torch.Tensor:
+        return torch.randn(*size, generator=generator) * scale
+
+    state: dict[str, torch.Tensor] = {}
+    prefix = "condition_provider.conditioners"
+    state[f"{prefix}.description.output_proj.weight"] = rand(dim, text_dim)
+    state[f"{prefix}.description.output_proj.bias"] = rand(dim)
+    state[f"{prefix}.self_wav.output_proj.weight"] = rand(dim, 12)
+    state[f"{prefix}.self_wav.output_proj.bias"] = rand(dim)
+    for k in range(shape["n_q"]):
+        state[f"emb.{k}.weight"] = rand(shape["card"] + 1, dim, scale=1.0)
+    for i in range(shape["layers"]):
+        layer = f"transformer.layers.{i}"
+        state[f"{layer}.self_attn.in_proj_weight"] = rand(3 * dim, dim)
+        state[f"{layer}.self_attn.out_proj.weight"] = rand(dim, dim)
+        state[f"{layer}.linear1.weight"] = rand(ffn, dim)
+        state[f"{layer}.linear2.weight"] = rand(dim, ffn)
+        for norm in ("norm1", "norm2"):
+            state[f"{layer}.{norm}.weight"] = 1 + rand(dim)
+            state[f"{layer}.{norm}.bias"] = rand(dim)
+    state["out_norm.weight"] = 1 + rand(dim)
+    state["out_norm.bias"] = rand(dim)
+    for k in range(shape["n_q"]):
+        state[f"linears.{k}.weight"] = rand(shape["card"], dim)
+    return state
+
+
+def write_tiny_t5(directory: Path, seed: int = 0) -> list[Path]:
+    """A tiny T5 encoder and a small trained tokenizer, in the transformers layout."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer = Tokenizer(models.Unigram())
+    tokenizer.normalizer = normalizers.NFKC()
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer.decoder = decoders.Metaspace()
+    corpus = ["bossa nova with nylon guitar and brushed drums, bpm : 120", "80s synthwave with analog pads",
+              "heavy metal, distorted guitars, double bass drum", "lofi hip hop, dusty piano, vinyl crackle",
+              "orchestral film score with strings and horns", "reggae, offbeat guitar, deep bass"] * 10
+    tokenizer.train_from_iterator(corpus, trainers.UnigramTrainer(
+        vocab_size=256, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>"))
+    tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    tokenizer.save(str(directory / "tokenizer.json"))
+    config = T5Config(vocab_size=tokenizer.get_vocab_size(), d_model=768, d_kv=8, d_ff=64, num_layers=1,
+                      num_heads=2, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+    T5EncoderModel(config).save_pretrained(str(directory))
+    return [directory / "config.json", directory / "model.safetensors", directory / "tokenizer.json"]
+
+
+def write_tiny_encodec(directory: Path, seed: int = 0) -> list[Path]:
+    """A small random EnCodec with the 32 kHz codec's interface (2048 codes, 4 codebooks, 50 Hz)."""
+    from transformers import EncodecConfig, EncodecModel
+
+    torch.manual_seed(seed)
+    config = EncodecConfig(sampling_rate=SAMPLE_RATE, audio_channels=1, codebook_size=CARD,
+                           upsampling_ratios=[8, 5, 4, 4], target_bandwidths=[2.2], num_filters=4,
+                           hidden_size=32, codebook_dim=32, num_lstm_layers=1, use_causal_conv=False,
+                           norm_type="weight_norm", pad_mode="reflect", normalize=False)
+    EncodecModel(config).save_pretrained(str(directory))
+    return [directory / "config.json", directory / "model.safetensors"]
+
+
+def write_random_checkpoints(directory: str | Path, seed: int = 0) -> list[Path]:
+    """Tiny musicgen-*.th files (all four versions) plus tiny T5 and EnCodec, in the real formats."""
+    root = Path(directory)
+    written = write_tiny_t5(root / "t5", seed) + write_tiny_encodec(root / "encodec", seed)
+    for index, version in enumerate(MODEL_VERSIONS):
+        cfg = xp_cfg(version, **TINY_LM)
+        (file,) = weights.files_of([component_for(version)])
+        path = root / file.name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"xp.cfg": cfg, "model": random_lm_state(cfg, seed=seed + index)}, path)
+        written.append(path)
+    return written
