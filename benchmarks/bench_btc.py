@@ -43,8 +43,8 @@ def main() -> None:
     t_model = time.perf_counter() - start
     print(f"BTC on {args.minutes:g} min of audio ({features.shape[0]} frames), device {args.device}, "
           f"torch threads {torch.get_num_threads()}")
-    print(f"| stage | seconds | seconds per minute of audio |")
-    print(f"|---|---|---|")
+    print("| stage | seconds | seconds per minute of audio |")
+    print("|---|---|---|")
     for name, seconds in (("features (resample + log-CQT)", t_features), ("model (170 classes)", t_model),
                           ("total", t_features + t_model)):
         print(f"| {name} | {seconds:.2f} | {seconds / args.minutes:.2f} |")

@@ -12,7 +12,6 @@ import argparse
 import resource
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch

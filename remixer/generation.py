@@ -8,6 +8,7 @@ are converted to the transformers layout once and cached beside the source.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 
 from remixer import weights
-from remixer.chords import FRAMES_PER_WINDOW, WINDOW_SECONDS, window_chroma
+from remixer.chords import WINDOW_SECONDS, window_chroma
 from remixer.device import pick_device
 
 log = logging.getLogger(__name__)
@@ -210,7 +211,6 @@ def load_musicgen_chord(th_path: str | Path, device: str | None = "cpu", weights
     Its facts (channels, codebooks, version) are at `model.chord_facts`.
     """
     from safetensors.torch import load_file
-    from transformers import MusicgenMelodyConfig, MusicgenMelodyForCausalLM, MusicgenMelodyForConditionalGeneration
 
     th_path = Path(th_path)
     if not th_path.is_file():
@@ -224,32 +224,42 @@ def load_musicgen_chord(th_path: str | Path, device: str | None = "cpu", weights
 
     text_encoder = _shared_encoder("t5", root / "t5", chosen)
     audio_encoder = _shared_encoder("encodec", root / "encodec", chosen)
+    model = assemble(cfg, text_encoder, audio_encoder, load_file(str(cache / _STATE_FILE)), th_path.name)
+    model.chord_facts = facts
+    return _prepare(model, chosen)
+
+
+def assemble(cfg: dict, text_encoder, audio_encoder, state: dict[str, torch.Tensor] | None = None,
+             name: str = "model"):
+    """A MusicGen-Melody model with the decoder shape of `cfg`: converted weights, or random when `state` is None."""
+    from transformers import MusicgenMelodyConfig, MusicgenMelodyForCausalLM, MusicgenMelodyForConditionalGeneration
+
+    if state is None:
+        decoder = MusicgenMelodyForCausalLM(decoder_config(cfg))
+        return MusicgenMelodyForConditionalGeneration(text_encoder=text_encoder, audio_encoder=audio_encoder,
+                                                      decoder=decoder)
+    # Build on the meta device and take the converted tensors as they are: no random init, no copy.
     with torch.device("meta"):
         decoder = MusicgenMelodyForCausalLM(decoder_config(cfg))
-    config = MusicgenMelodyConfig(text_encoder=text_encoder.config, audio_encoder=audio_encoder.config,
-                                  decoder=decoder.config)
-    with torch.device("meta"):
+        config = MusicgenMelodyConfig(text_encoder=text_encoder.config, audio_encoder=audio_encoder.config,
+                                      decoder=decoder.config)
         model = MusicgenMelodyForConditionalGeneration(config=config)
-    state = load_file(str(cache / _STATE_FILE))
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     missing = [k for k in missing if not k.startswith(("text_encoder.", "audio_encoder."))
                and "embed_positions" not in k]
     if missing or unexpected:
-        raise GenerationError(f"{th_path.name}: converted weights do not fit the model "
+        raise GenerationError(f"{name}: converted weights do not fit the model "
                               f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
     model.text_encoder = text_encoder
     model.audio_encoder = audio_encoder
     _materialise_buffers(model)
-    model.to(chosen)
-    # Half precision is safe for the decoder on CUDA (as the original ran); the CPU keeps float32.
-    if chosen.type == "cuda":
-        model.decoder.half()
-        model.enc_to_dec_proj.half()
-        model.audio_enc_to_dec_proj.half()
-    model.eval()
+    return model
+
+
+def _prepare(model, device: torch.device):
+    model.to(device).eval()
     gen = model.generation_config
     gen.decoder_start_token_id = gen.pad_token_id = gen.bos_token_id = CARD
-    model.chord_facts = facts
     return model
 
 
@@ -379,8 +389,6 @@ def _undelay(grid: torch.Tensor, facts: ModelFacts) -> torch.Tensor:
 
 
 def _encode_text(model, text: str):
-    from transformers import AutoTokenizer
-
     tokenizer = _tokenizer(model.text_encoder.name_or_path)
     ids = tokenizer(text, return_tensors="pt")
     if ids["input_ids"].shape[1] > MAX_PROMPT_TOKENS:
@@ -389,15 +397,11 @@ def _encode_text(model, text: str):
     return {k: v.to(model.device) for k, v in ids.items()}
 
 
-_tokenizers: dict[str, object] = {}
-
-
+@functools.lru_cache(maxsize=4)
 def _tokenizer(directory: str):
     from transformers import AutoTokenizer
 
-    if directory not in _tokenizers:
-        _tokenizers[directory] = AutoTokenizer.from_pretrained(directory)
-    return _tokenizers[directory]
+    return AutoTokenizer.from_pretrained(directory)
 
 
 def generate(
@@ -434,14 +438,13 @@ def generate(
             progress(done, total_steps)
 
     text_inputs = _encode_text(model, text)
-    dtype = model.audio_enc_to_dec_proj.weight.dtype
     codes = torch.zeros((facts.codebooks, 0), dtype=torch.long)
     torch.manual_seed(seed)
     for index, (window, new_frames) in enumerate(zip(windows, new_per_window)):
         collector = _TokenCollector(step)
         kwargs = dict(
             **text_inputs,
-            input_features=torch.from_numpy(window[None]).to(model.device, dtype),
+            input_features=torch.from_numpy(window[None]).to(model.device),
             max_new_tokens=new_frames + facts.max_delay,
             # As audiocraft: nucleus sampling when top_p > 0, else top-k.
             do_sample=True, top_k=0 if sampling.top_p > 0 else sampling.top_k, top_p=sampling.top_p or 1.0,
@@ -452,7 +455,7 @@ def generate(
             prompt_codes = codes[:, -prompt_frames:]
             bos = torch.full((facts.codebooks, 1), CARD, dtype=torch.long)
             kwargs["decoder_input_ids"] = torch.cat([bos, prompt_codes], dim=1).to(model.device)
-        with torch.inference_mode():
+        with torch.inference_mode(), _half_precision_on_cuda(model.device):
             model.generate(**kwargs)
         window_codes = _undelay(collector.grid(), facts)
         codes = torch.cat([codes, window_codes[:, -new_frames:] if index > 0 else window_codes], dim=1)
@@ -463,6 +466,11 @@ def generate(
     samples = int(round(duration * SAMPLE_RATE))
     audio = _fit_length(audio, samples)
     return Generated(codes, audio, SAMPLE_RATE, seed)
+
+
+def _half_precision_on_cuda(device: torch.device):
+    """float16 autocast on CUDA (matmuls in half, norms and softmax in float32); float32 on the CPU."""
+    return torch.autocast("cuda", dtype=torch.float16, enabled=device.type == "cuda")
 
 
 def decode_tokens(model, codes: torch.Tensor) -> np.ndarray:

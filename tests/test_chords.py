@@ -7,7 +7,7 @@ import pytest
 
 import btc
 from btc import ChordSegment
-from remixer import chords
+
 from remixer.chords import ChordError, chord_to_pitch_classes, segments_to_chroma, window_chroma
 from tests.conftest import SHARED
 

@@ -216,3 +216,11 @@ def test_sampling_settings_reach_the_sampler(mono):
     assert torch.equal(a.tokens, b.tokens)  # top_k=1 leaves no choice: the seed does not matter
     nucleus = generation.generate(mono, "rock", _chroma(1), 1.0, Sampling(top_p=0.9, temperature=1.5), seed=1)
     assert nucleus.tokens.shape == a.tokens.shape
+
+
+def test_overlong_prompt_is_truncated_with_a_warning(mono, caplog):
+    words = " ".join(["guitar"] * 700)
+    with caplog.at_level("WARNING"):
+        result = generation.generate(mono, words, _chroma(1), 0.5, seed=1)
+    assert "T5 reads the first 512" in caplog.text
+    assert result.audio.shape == (1, 16000)
