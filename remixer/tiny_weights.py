@@ -26,6 +26,9 @@ WRITERS: dict[str, str] = {
 }
 
 
+MARKER = "TINY_WEIGHTS.txt"  # tells the product its weights are random (it says so in its log)
+
+
 def _writer(spec: str) -> Callable[[Path, int], list[Path]]:
     module, function = spec.split(":")
     return getattr(importlib.import_module(module), function)
@@ -37,6 +40,7 @@ def write_all(directory: str | Path, seed: int = 0, components: list[str] | None
     written: list[Path] = []
     for component in components or list(WRITERS):
         written += _writer(WRITERS[component])(root, seed)
+    (root / MARKER).write_text("Random weights written by `python -m remixer.tiny_weights`; outputs are noise.\n")
     return written
 
 

@@ -1,0 +1,81 @@
+"""Cog predictor: MusicGen Remixer on Replicate (web UI and HTTP API)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import uuid
+from pathlib import Path as LocalPath
+from typing import List, Optional
+
+from cog import BasePredictor, Input, Path
+
+from remixer.pipeline import Remixer
+from remixer.request import SPECS, RemixRequest
+
+OUTPUT_ROOT = LocalPath(tempfile.gettempdir()) / "remixer-outputs"
+
+
+def _input(name: str):
+    """cog.Input from the one table of inputs (remixer.request.INPUTS)."""
+    spec = SPECS[name]
+    return Input(
+        default=spec.default, description=spec.description,
+        choices=list(spec.choices) if spec.choices else None, ge=spec.ge, le=spec.le,
+    )
+
+
+class Predictor(BasePredictor):
+    def setup(self) -> None:
+        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
+        # Weights come from REMIXER_WEIGHTS_DIR (default ./weights), downloaded on first start.
+        self.remixer = Remixer(os.environ.get("REMIXER_WEIGHTS_DIR"))
+
+    def predict(
+        self,
+        model_version: str = _input("model_version"),
+        prompt: str = _input("prompt"),
+        music_input: Path = _input("music_input"),
+        multi_band_diffusion: bool = _input("multi_band_diffusion"),
+        normalization_strategy: str = _input("normalization_strategy"),
+        beat_sync_threshold: Optional[float] = _input("beat_sync_threshold"),
+        large_chord_voca: bool = _input("large_chord_voca"),
+        chroma_coefficient: float = _input("chroma_coefficient"),
+        top_k: int = _input("top_k"),
+        top_p: float = _input("top_p"),
+        temperature: float = _input("temperature"),
+        classifier_free_guidance: int = _input("classifier_free_guidance"),
+        output_format: str = _input("output_format"),
+        return_instrumental: bool = _input("return_instrumental"),
+        seed: Optional[int] = _input("seed"),
+    ) -> List[Path]:
+        values = {name: value for name, value in locals().items() if name in SPECS}
+        # Called in-process, omitted arguments arrive as cog's FieldInfo: use their defaults.
+        values = {name: getattr(value, "default", value) if type(value).__name__ == "FieldInfo" else value
+                  for name, value in values.items()}
+        request = RemixRequest.from_inputs(**values)
+        # Outputs live until Cog has sent them; the previous request's are removed now.
+        shutil.rmtree(OUTPUT_ROOT, ignore_errors=True)
+        output_dir = OUTPUT_ROOT / uuid.uuid4().hex
+        try:
+            result = self.remixer.remix(request, output_dir, progress=_log_progress())
+        except BaseException:
+            shutil.rmtree(output_dir, ignore_errors=True)
+            raise
+        return [Path(p) for p in result.outputs]
+
+
+def _log_progress():
+    """Generation progress as log lines every 10%."""
+    last = [-1]
+
+    def report(done: int, total: int) -> None:
+        tenth = done * 10 // max(total, 1)
+        if tenth != last[0]:
+            last[0] = tenth
+            print(f"generating: {done}/{total} tokens ({tenth * 10}%)", file=sys.stderr, flush=True)
+
+    return report

@@ -1,0 +1,164 @@
+"""The prediction inputs (SPEC section 2): one table for the Cog schema, the CLI and the Python API."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from remixer.audio import FORMATS, STRATEGIES
+from remixer.chords import COEFFICIENT_RANGE
+from remixer.generation import MODEL_VERSIONS
+
+STEREO_VERSIONS = tuple(v for v in MODEL_VERSIONS if v.startswith("stereo"))
+UNSET = -1  # what clients send for "not set" on beat_sync_threshold and seed
+
+
+class RequestError(ValueError):
+    """Invalid inputs; the message lists every problem and what is accepted."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    type: type
+    default: Any
+    description: str
+    choices: tuple | None = None
+    ge: float | None = None
+    le: float | None = None
+    optional: bool = False  # may be left unset (None)
+    required: bool = False
+
+
+INPUTS: tuple[InputSpec, ...] = (
+    InputSpec("model_version", str, "stereo-chord",
+              "MusicGen-Chord model. Stereo models give stereo output; large models are slower "
+              "(stereo-chord and chord are 1.5 B parameters, the large ones 3.3 B).", choices=MODEL_VERSIONS),
+    InputSpec("prompt", str, None, "The style to remix the song in, e.g. 'bossa nova with nylon guitar'.",
+              required=True),
+    InputSpec("music_input", Path, None,
+              "The song to remix: wav, flac, ogg, opus, mp3, m4a/aac or aiff (10 minutes at most). "
+              "Its vocals, chords and bars are kept.", required=True),
+    InputSpec("multi_band_diffusion", bool, False,
+              "Decode with Multi-Band Diffusion for cleaner audio (slower). Mono models only."),
+    InputSpec("normalization_strategy", str, "loudness",
+              "How the output level is set: loudness (-14 LUFS), clip, peak (-1 dBFS) or rms (-18 dBFS).",
+              choices=STRATEGIES),
+    InputSpec("beat_sync_threshold", float, None,
+              "Largest gap in seconds between a generated and a song downbeat for them to count as the same "
+              "bar. Leave unset for 1.1 beats at the song's tempo (0.75 s when no tempo is found).",
+              optional=True),
+    InputSpec("large_chord_voca", bool, True,
+              "Recognise 7ths, diminished, augmented and suspended chords (170 classes) instead of major/minor "
+              "only (25 classes)."),
+    InputSpec("chroma_coefficient", float, 1.0, "How strongly the song's chords steer the new music.",
+              ge=COEFFICIENT_RANGE[0], le=COEFFICIENT_RANGE[1]),
+    InputSpec("top_k", int, 250, "Sample from the k most likely tokens (0: no limit).", ge=0),
+    InputSpec("top_p", float, 0.0, "Nucleus sampling: sample from the most likely tokens covering this "
+              "probability; 0 uses top_k instead.", ge=0.0, le=1.0),
+    InputSpec("temperature", float, 1.0, "Sampling temperature (> 0); higher is more adventurous.", ge=0.0),
+    InputSpec("classifier_free_guidance", int, 3, "How closely to follow the prompt and chords; higher is "
+              "closer, less varied.", ge=0),
+    InputSpec("output_format", str, "wav", "Output file format: wav (16-bit) or mp3 (320 kbps).",
+              choices=FORMATS),
+    InputSpec("return_instrumental", bool, False, "Also return the new instrumental without vocals."),
+    InputSpec("seed", int, None, "Random seed; leave unset (or -1) for a random one, which is reported in "
+              "the logs so the result can be reproduced.", optional=True),
+)
+
+SPECS = {spec.name: spec for spec in INPUTS}
+
+
+@dataclass(frozen=True)
+class RemixRequest:
+    """Exactly the prediction inputs, with the published defaults."""
+
+    prompt: str
+    music_input: Path
+    model_version: str = "stereo-chord"
+    multi_band_diffusion: bool = False
+    normalization_strategy: str = "loudness"
+    beat_sync_threshold: float | None = None
+    large_chord_voca: bool = True
+    chroma_coefficient: float = 1.0
+    top_k: int = 250
+    top_p: float = 0.0
+    temperature: float = 1.0
+    classifier_free_guidance: int = 3
+    output_format: str = "wav"
+    return_instrumental: bool = False
+    seed: int | None = None
+
+    @classmethod
+    def from_inputs(cls, **values) -> "RemixRequest":
+        """Build from loosely typed inputs (HTTP, CLI, in-process calls) and validate."""
+        unknown = sorted(set(values) - set(SPECS))
+        if unknown:
+            raise RequestError(f"unknown input(s) {unknown}; accepted: {', '.join(SPECS)}")
+        problems = []
+        clean: dict[str, Any] = {}
+        for name, value in values.items():
+            try:
+                clean[name] = _coerce(SPECS[name], value)
+            except (TypeError, ValueError):
+                problems.append(f"{name}: {value!r} is not a {SPECS[name].type.__name__}")
+        missing = [spec.name for spec in INPUTS if spec.required and clean.get(spec.name) in (None, "")]
+        problems += [f"{name} is required" for name in missing]
+        if problems:
+            raise RequestError("; ".join(problems))
+        request = cls(**clean)
+        request.validate()
+        return request
+
+    def validate(self) -> None:
+        problems = []
+        for spec in INPUTS:
+            value = getattr(self, spec.name)
+            if value is None:
+                continue
+            if spec.choices and value not in spec.choices:
+                problems.append(f"{spec.name} must be one of {', '.join(map(str, spec.choices))}, got {value!r}")
+            if spec.ge is not None and value < spec.ge:
+                problems.append(f"{spec.name} must be >= {spec.ge}, got {value}")
+            if spec.le is not None and value > spec.le:
+                problems.append(f"{spec.name} must be <= {spec.le}, got {value}")
+        if not self.prompt.strip():
+            problems.append("prompt is empty: describe the style, e.g. 'bossa nova with nylon guitar'")
+        if self.temperature <= 0:
+            problems.append(f"temperature must be > 0, got {self.temperature}")
+        if self.beat_sync_threshold is not None and self.beat_sync_threshold <= 0:
+            problems.append(f"beat_sync_threshold must be > 0 seconds (or unset), got {self.beat_sync_threshold}")
+        if self.seed is not None and self.seed < 0:
+            problems.append(f"seed must be >= 0 (or unset / -1 for random), got {self.seed}")
+        if self.multi_band_diffusion and self.model_version in STEREO_VERSIONS:
+            problems.append(f"multi_band_diffusion works with the mono models (chord, chord-large) only, "
+                            f"not {self.model_version}")
+        if not Path(self.music_input).is_file():
+            problems.append(f"music_input: no such file {Path(self.music_input).name!r}")
+        if problems:
+            raise RequestError("; ".join(problems))
+
+
+def _coerce(spec: InputSpec, value: Any) -> Any:
+    if value is None:
+        return None
+    if spec.optional and value == UNSET:
+        return None
+    if spec.type is Path:
+        return Path(str(value))
+    if spec.type is bool:
+        if isinstance(value, str):
+            lowered = value.strip().lower()
+            if lowered not in {"true", "false", "1", "0", "yes", "no"}:
+                raise ValueError(value)
+            return lowered in {"true", "1", "yes"}
+        return bool(value)
+    if spec.type is int and isinstance(value, float) and not value.is_integer():
+        raise ValueError(value)
+    return spec.type(value)
+
+
+def request_fields() -> list[str]:
+    return [field.name for field in dataclasses.fields(RemixRequest)]

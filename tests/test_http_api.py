@@ -1,0 +1,279 @@
+"""The real Cog HTTP server (coglet) running predict.py with the tiny weights, used as a Replicate client would."""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tests.conftest import tone
+
+ROOT = Path(__file__).resolve().parents[1]
+SONG_SR = 44100
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _request(url: str, body: dict | None = None, headers: dict | None = None, method: str | None = None,
+             timeout: float = 300) -> tuple[int, dict]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method or ("POST" if data is not None else "GET"),
+                                     headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+@pytest.fixture(scope="module")
+def server(tiny_weights, tmp_path_factory):
+    port = _free_port()
+    tmp = tmp_path_factory.mktemp("server-tmp")
+    env = {**os.environ, "PORT": str(port), "COG_PREDICT_TYPE_STUB": "predict.py:Predictor",
+           "REMIXER_WEIGHTS_DIR": str(tiny_weights), "REMIXER_OFFLINE": "1", "TMPDIR": str(tmp),
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    log = open(tmp_path_factory.mktemp("server-log") / "server.log", "w+")
+    process = subprocess.Popen([sys.executable, "-m", "cog.server.http", "--host", "127.0.0.1"], cwd=ROOT,
+                               env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        try:
+            if _request(f"{base}/health-check", timeout=5)[1].get("status") == "READY":
+                break
+        except (urllib.error.URLError, ConnectionError, json.JSONDecodeError):
+            pass
+        if process.poll() is not None:
+            break
+        time.sleep(1)
+    else:
+        process.kill()
+        log.seek(0)
+        pytest.fail(f"the Cog server did not become READY:\n{log.read()[-3000:]}")
+    yield {"url": base, "tmp": tmp, "process": process}
+    os.killpg(process.pid, signal.SIGTERM)  # stopped by PID (its process group: the worker too)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+    log.close()
+
+
+def _song_bytes(seconds: float = 4.0) -> bytes:
+    buffer = io.BytesIO()
+    music = tone(220, seconds, SONG_SR, channels=2, amplitude=0.3) + tone(330, seconds, SONG_SR, channels=2,
+                                                                           amplitude=0.2)
+    sf.write(buffer, music.T, SONG_SR, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def _data_uri(data: bytes, mime: str = "audio/wav") -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def _decode_output(uri: str) -> tuple[np.ndarray, int]:
+    payload = base64.b64decode(uri.split(",", 1)[1])
+    from remixer.audio import load_audio
+
+    path = Path(os.environ.get("PYTEST_TMP", "/tmp")) / f"out-{time.time_ns()}"
+    path.write_bytes(payload)
+    try:
+        return load_audio(path)
+    finally:
+        path.unlink()
+
+
+def _no_request_files(tmp: Path) -> list[Path]:
+    return [p for p in tmp.rglob("remixer-*") if p.name != "remixer-outputs"]
+
+
+def test_openapi_lists_every_input(server):
+    status, schema = _request(f"{server['url']}/openapi.json")
+    assert status == 200
+    schemas = schema["components"]["schemas"]
+    props = schemas["Input"]["properties"]
+    from remixer.request import INPUTS
+
+    assert list(props) == [spec.name for spec in INPUTS] or set(props) == {spec.name for spec in INPUTS}
+    assert props["chroma_coefficient"]["minimum"] == 0.5 and props["chroma_coefficient"]["maximum"] == 2.0
+    assert props["top_k"]["default"] == 250 and props["classifier_free_guidance"]["default"] == 3
+    assert schemas["model_version"]["enum"] == ["stereo-chord", "stereo-chord-large", "chord", "chord-large"]
+    assert schemas["normalization_strategy"]["enum"] == ["loudness", "clip", "peak", "rms"]
+    assert set(schemas["Input"]["required"]) == {"prompt", "music_input"}
+    assert "default" not in props["seed"]
+
+
+def test_sync_prediction_with_data_uri_gives_stereo_32k_of_the_input_length(server):
+    status, body = _request(f"{server['url']}/predictions",
+                            {"input": {"prompt": "bossa nova", "music_input": _data_uri(_song_bytes()), "seed": 5}})
+    assert status == 200 and body["status"] == "succeeded", body.get("error") or body.get("logs", "")[-2000:]
+    assert len(body["output"]) == 1
+    samples, sr = _decode_output(body["output"][0])
+    assert sr == 32000 and samples.shape == (2, 4 * 32000)
+    assert "seed 5" in body["logs"] or "(seed 5)" in body["logs"]
+    assert "noise" in _request(f"{server['url']}/health-check")[1]["setup"]["logs"]
+
+
+def test_url_input_mp3_mono_and_instrumental(server):
+    song = _song_bytes()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Type", "audio/wav")
+            self.send_header("Content-Length", str(len(song)))
+            self.end_headers()
+            self.wfile.write(song)
+
+        def log_message(self, *args):
+            pass
+
+    files = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=files.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{files.server_address[1]}/song.wav"
+        status, body = _request(f"{server['url']}/predictions", {"input": {
+            "prompt": "lofi", "music_input": url, "model_version": "chord", "output_format": "mp3",
+            "return_instrumental": True, "seed": 1}})
+    finally:
+        files.shutdown()
+        files.server_close()
+    assert body["status"] == "succeeded", body.get("error")
+    assert len(body["output"]) == 2 and all(uri.startswith("data:audio/mpeg") for uri in body["output"])
+    for uri in body["output"]:
+        samples, sr = _decode_output(uri)
+        assert sr == 32000 and samples.shape[0] == 1
+        assert abs(samples.shape[1] - 4 * 32000) <= 576  # mp3 granule
+
+
+@pytest.mark.parametrize("bad,field", [
+    ({"model_version": "chord-huge"}, "model_version"),
+    ({"chroma_coefficient": 5}, "chroma_coefficient"),
+    ({"prompt": None}, "prompt"),
+])
+def test_schema_rejects_bad_inputs_with_422(server, bad, field):
+    inputs = {"prompt": "jazz", "music_input": _data_uri(_song_bytes(1.0)), **bad}
+    if bad.get("prompt", "") is None:
+        del inputs["prompt"]
+    status, body = _request(f"{server['url']}/predictions", {"input": inputs})
+    assert status == 422
+    assert field in json.dumps(body)
+
+
+def test_corrupt_upload_fails_clearly_and_the_next_request_works(server):
+    status, body = _request(f"{server['url']}/predictions", {"input": {
+        "prompt": "jazz", "music_input": _data_uri(b"this is not audio at all" * 50, "audio/wav")}})
+    assert body["status"] == "failed"
+    assert "not a readable audio file" in body["error"] and "Accepted:" in body["error"]
+    status, body = _request(f"{server['url']}/predictions", {"input": {
+        "prompt": "jazz", "music_input": _data_uri(_song_bytes(2.0)), "model_version": "chord"}})
+    assert body["status"] == "succeeded", body.get("error")
+    assert not _no_request_files(server["tmp"])
+
+
+def test_validation_inside_predict_when_the_schema_allows_it(server):
+    status, body = _request(f"{server['url']}/predictions", {"input": {
+        "prompt": "jazz", "music_input": _data_uri(_song_bytes(1.0)), "temperature": 0,
+        "multi_band_diffusion": True}})
+    assert body["status"] == "failed"
+    assert "temperature must be > 0" in body["error"]
+    assert "multi_band_diffusion works with the mono models" in body["error"]
+
+
+class _Webhooks:
+    def __init__(self):
+        self.events: list[dict] = []
+        hooks = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                length = int(self.headers.get("Content-Length", 0))
+                hooks.events.append(json.loads(self.rfile.read(length)))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def wait_for(self, predicate, timeout: float = 240) -> dict:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            for event in list(self.events):
+                if predicate(event):
+                    return event
+            time.sleep(0.2)
+        raise AssertionError(f"no matching webhook among {[e.get('status') for e in self.events]}")
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_async_prediction_sends_webhooks(server):
+    hooks = _Webhooks()
+    try:
+        status, body = _request(f"{server['url']}/predictions", {
+            "id": "async-1", "input": {"prompt": "funk", "music_input": _data_uri(_song_bytes(2.0)),
+                                       "model_version": "chord", "seed": 9},
+            "webhook": hooks.url, "webhook_events_filter": ["start", "completed"]},
+            headers={"Prefer": "respond-async"})
+        assert status == 202
+        done = hooks.wait_for(lambda e: e.get("status") in {"succeeded", "failed", "canceled"})
+        assert done["status"] == "succeeded", done.get("error")
+        assert any(e.get("status") == "processing" for e in hooks.events)  # the start event
+        samples, sr = _decode_output(done["output"][0])
+        assert sr == 32000 and samples.shape == (1, 2 * 32000)
+    finally:
+        hooks.close()
+
+
+def test_cancel_stops_the_work_and_busy_server_answers_409(server):
+    hooks = _Webhooks()
+    try:
+        status, _ = _request(f"{server['url']}/predictions", {
+            "id": "long-1", "input": {"prompt": "epic", "music_input": _data_uri(_song_bytes(60.0)),
+                                      "model_version": "chord"},
+            "webhook": hooks.url}, headers={"Prefer": "respond-async"})
+        assert status == 202
+        hooks.wait_for(lambda e: "generating" in e.get("logs", "") or "generate" in e.get("logs", ""), timeout=240)
+        status, _ = _request(f"{server['url']}/predictions", {
+            "input": {"prompt": "x", "music_input": _data_uri(_song_bytes(1.0))}}, headers={"Prefer": "respond-async"})
+        assert status == 409
+        status, _ = _request(f"{server['url']}/predictions/long-1/cancel", {})
+        assert status == 200
+        final = hooks.wait_for(lambda e: e.get("status") in {"succeeded", "failed", "canceled"}, timeout=120)
+        assert final["status"] == "canceled"
+        time.sleep(1)
+        assert not _no_request_files(server["tmp"])
+        outputs = server["tmp"] / "remixer-outputs"
+        assert not outputs.exists() or not any(outputs.iterdir())
+    finally:
+        hooks.close()
+    # and the server still serves
+    status, body = _request(f"{server['url']}/predictions", {"input": {
+        "prompt": "jazz", "music_input": _data_uri(_song_bytes(1.0)), "model_version": "chord"}})
+    assert body["status"] == "succeeded", body.get("error")
