@@ -1,0 +1,75 @@
+"""The command line and the committed Cog schema."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import soundfile as sf
+
+from remixer.request import INPUTS
+from tests.conftest import tone
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "remixer", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, cwd=ROOT, timeout=600)
+
+
+def test_help_documents_every_input():
+    out = _cli("--help").stdout
+    for spec in INPUTS:
+        if spec.name == "music_input":
+            assert "SONG" in out
+        elif spec.type is bool and spec.default:
+            assert f"--no-{spec.name.replace('_', '-')}" in out
+        else:
+            assert f"--{spec.name.replace('_', '-')}" in out
+    assert "--output" in out and "--weights-dir" in out
+
+
+def test_cli_remixes_with_tiny_weights(tiny_weights, tmp_path):
+    song = tmp_path / "song.wav"
+    sf.write(song, tone(220, 3.0, 44100).T, 44100)
+    output = tmp_path / "result" / "mine.wav"
+    done = _cli(str(song), "--prompt", "reggae", "--model-version", "chord", "--seed", "4",
+                "--return-instrumental", "--output", str(output), env={"REMIXER_WEIGHTS_DIR": str(tiny_weights)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"remix: {output}" in done.stdout and "seed: 4" in done.stdout
+    assert sf.info(output).frames == 3 * 32000
+    assert (tmp_path / "result" / "mine.instrumental.wav").exists()
+    assert sorted(p.name for p in output.parent.iterdir()) == ["mine.instrumental.wav", "mine.wav"]
+    assert "generating" in done.stderr  # the progress bar
+
+
+def test_cli_errors_are_messages_not_tracebacks(tiny_weights, tmp_path):
+    text = tmp_path / "notes.wav"
+    text.write_text("hello")
+    done = _cli(str(text), "--prompt", "x", "--model-version", "chord",
+                env={"REMIXER_WEIGHTS_DIR": str(tiny_weights)})
+    assert done.returncode == 1
+    assert "not a readable audio file" in done.stderr and "Traceback" not in done.stderr
+    done = _cli(str(text), "--prompt", "x", "--chroma-coefficient", "9")
+    assert done.returncode == 2 and "chroma_coefficient must be <= 2.0" in done.stderr
+
+
+def test_committed_schema_matches_predict():
+    done = subprocess.run([sys.executable, "tools/write_openapi_schema.py", "--check"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_predict_signature_is_the_input_table():
+    sys.path.insert(0, str(ROOT))
+    from predict import Predictor
+
+    parameters = [p for p in inspect.signature(Predictor.predict).parameters if p != "self"]
+    assert parameters == [spec.name for spec in INPUTS]
+    schema = json.loads((ROOT / ".cog" / "openapi_schema.json").read_text())
+    assert list(schema["components"]["schemas"]["Input"]["properties"]) == sorted(parameters)

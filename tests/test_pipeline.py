@@ -1,0 +1,119 @@
+"""The whole remix in-process with the tiny weights: real code path, every stage real."""
+
+from __future__ import annotations
+
+import tempfile
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from remixer.audio import AudioError
+from remixer.pipeline import Remixer
+from remixer.request import RemixRequest, RequestError
+from tests.conftest import tone
+
+SR = 44100
+
+
+@pytest.fixture(scope="module")
+def remixer(tiny_weights):
+    return Remixer(tiny_weights, "cpu", offline=True)
+
+
+@pytest.fixture(scope="module")
+def song(tmp_path_factory):
+    path = tmp_path_factory.mktemp("song") / "song.flac"
+    music = tone(220, 5.0, SR, amplitude=0.3) + tone(277, 5.0, SR, amplitude=0.2)
+    sf.write(path, music.T, SR)
+    return path
+
+
+@pytest.fixture
+def private_tmp(tmp_path, monkeypatch):
+    work = tmp_path / "tmp"
+    work.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(work))
+    return work
+
+
+def test_remix_end_to_end(remixer, song, tmp_path, private_tmp):
+    runs = remixer.separator.runs
+    request = RemixRequest.from_inputs(prompt="bossa nova", music_input=song, return_instrumental=True, seed=11)
+    result = remixer.remix(request, tmp_path / "out")
+    assert [p.name for p in result.outputs] == ["remix.wav", "instrumental.wav"]
+    for path in result.outputs:
+        info = sf.info(path)
+        assert (info.samplerate, info.channels, info.frames) == (32000, 2, 5 * 32000)
+    remix, _ = sf.read(result.remix)
+    assert np.abs(remix).max() <= 1.0 and np.abs(remix).max() > 0
+    assert result.seed == 11 and result.sample_rate == 32000
+    assert list(result.timings) == ["decode", "separate", "rhythm", "chords", "chroma", "load model", "generate",
+                                    "beat-sync", "mix", "encode"]
+    assert result.analysis.duration == pytest.approx(5.0)
+    assert result.analysis.chords and result.analysis.chords[-1].end == pytest.approx(5.0)
+    # The song is separated once; the new instrumental once more only when beat-sync analyses it.
+    synced = len(result.analysis.downbeats) >= 2
+    assert remixer.separator.runs - runs == 1 + int(synced)
+    assert not any(private_tmp.iterdir())  # the request's work folder is gone
+
+
+def test_same_seed_same_bytes(remixer, song, tmp_path):
+    request = RemixRequest.from_inputs(prompt="jazz", music_input=song, model_version="chord", seed=0)
+    first = remixer.remix(request, tmp_path / "a").remix.read_bytes()
+    second = remixer.remix(request, tmp_path / "b").remix.read_bytes()
+    assert first == second
+
+
+def test_mono_model_mp3(remixer, song, tmp_path):
+    request = RemixRequest.from_inputs(prompt="rock", music_input=song, model_version="chord",
+                                       output_format="mp3", normalization_strategy="peak", seed=2)
+    result = remixer.remix(request, tmp_path / "out")
+    from remixer.audio import load_audio
+
+    samples, sr = load_audio(result.remix)
+    assert sr == 32000 and samples.shape[0] == 1 and abs(samples.shape[1] - 5 * 32000) <= 576
+
+
+def test_failure_leaves_nothing_behind_and_the_next_request_works(remixer, song, tmp_path, private_tmp):
+    bad = tmp_path / "upload"
+    bad.write_text("not audio")
+    with pytest.raises(AudioError, match="not a readable audio file"):
+        remixer.remix(RemixRequest.from_inputs(prompt="x", music_input=bad), tmp_path / "out")
+    assert not any(private_tmp.iterdir())
+    ok = remixer.remix(RemixRequest.from_inputs(prompt="x", music_input=song, model_version="chord", seed=1),
+                       tmp_path / "out")
+    assert ok.remix.exists()
+
+
+def test_multi_band_diffusion_is_refused_clearly(remixer, song, tmp_path):
+    with pytest.raises(RequestError, match="mono models"):
+        remixer.remix(RemixRequest(prompt="x", music_input=song, multi_band_diffusion=True), tmp_path)
+    with pytest.raises(RequestError, match="multi_band_diffusion is not available"):
+        remixer.remix(RemixRequest(prompt="x", music_input=song, model_version="chord",
+                                   multi_band_diffusion=True), tmp_path)
+
+
+def test_request_validation_lists_every_problem(song):
+    with pytest.raises(RequestError) as caught:
+        RemixRequest.from_inputs(prompt=" ", music_input=song, model_version="big", chroma_coefficient=3,
+                                 top_p=1.5, temperature=0, seed=-5, beat_sync_threshold=0)
+    message = str(caught.value)
+    for expected in ("model_version must be one of", "chroma_coefficient must be <= 2.0", "top_p must be <= 1.0",
+                     "temperature must be > 0", "seed must be >= 0", "beat_sync_threshold must be > 0",
+                     "prompt is empty"):
+        assert expected in message
+    with pytest.raises(RequestError, match="prompt is required"):
+        RemixRequest.from_inputs(music_input=song)
+    with pytest.raises(RequestError, match="top_k: 'many' is not a int"):
+        RemixRequest.from_inputs(prompt="x", music_input=song, top_k="many")
+    with pytest.raises(RequestError, match="unknown input"):
+        RemixRequest.from_inputs(prompt="x", music_input=song, tempo=3)
+
+
+def test_unset_values_and_loose_types(song):
+    request = RemixRequest.from_inputs(prompt="x", music_input=str(song), seed=-1, beat_sync_threshold=-1,
+                                       return_instrumental="true", top_k="10")
+    assert request.seed is None and request.beat_sync_threshold is None
+    assert request.return_instrumental is True and request.top_k == 10
+    assert RemixRequest.from_inputs(prompt="x", music_input=song, seed=0).seed == 0
