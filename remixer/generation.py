@@ -591,7 +591,7 @@ def write_tiny_encodec(directory: Path, seed: int = 0) -> list[Path]:
     torch.manual_seed(seed)
     config = EncodecConfig(sampling_rate=SAMPLE_RATE, audio_channels=1, codebook_size=CARD,
                            upsampling_ratios=[8, 5, 4, 4], target_bandwidths=[2.2], num_filters=4,
-                           hidden_size=32, codebook_dim=32, num_lstm_layers=1, use_causal_conv=False,
+                           hidden_size=128, codebook_dim=128, num_lstm_layers=1, use_causal_conv=False,
                            norm_type="weight_norm", pad_mode="reflect", normalize=False)
     EncodecModel(config).save_pretrained(str(directory))
     return [directory / "config.json", directory / "model.safetensors"]

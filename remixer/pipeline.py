@@ -18,8 +18,8 @@ from typing import Callable, Iterator
 import numpy as np
 
 from btc import ChordSegment
-from remixer import audio, beatsync, chords, generation, mix, rhythm, separation, weights
-from remixer.request import RemixRequest, RequestError
+from remixer import audio, beatsync, chords, generation, mbd, mix, rhythm, separation, weights
+from remixer.request import RemixRequest
 from remixer.tiny_weights import MARKER as TINY_MARKER
 
 log = logging.getLogger("remixer")
@@ -73,6 +73,7 @@ class Remixer:
         self.recognizers = {large: chords.load_recognizer(str(self.weights_dir), large, str(self.separator.device))
                             for large in (True, False)}
         self.musicgen = generation.ModelCache()
+        self._mbd: mbd.MultiBandDiffusion | None = None
         log.info("models loaded in %.1f s (MusicGen-Chord loads per model_version on first use)",
                  time.perf_counter() - start)
 
@@ -82,12 +83,17 @@ class Remixer:
         (file,) = weights.files_of([component])
         return self.musicgen.get(root / file.name, self.device, self.weights_dir)
 
+    def load_mbd(self) -> mbd.MultiBandDiffusion:
+        """Multi-Band Diffusion, loaded on the first request that asks for it."""
+        if self._mbd is None:
+            root = weights.ensure([mbd.COMPONENT], self.weights_dir, offline=self.offline)
+            (file,) = weights.files_of([mbd.COMPONENT])
+            self._mbd = mbd.load_mbd(root / file.name, self.separator.device)
+        return self._mbd
+
     def remix(self, request: RemixRequest, output_dir: str | Path,
               progress: ProgressCallback | None = None) -> RemixResult:
         request.validate()
-        if request.multi_band_diffusion:
-            raise RequestError("multi_band_diffusion is not available in this version yet; "
-                               "leave it off (the EnCodec decoder is used)")
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         timings: dict[str, float] = {}
@@ -107,6 +113,7 @@ class Remixer:
                 chroma = chords.segments_to_chroma(segments, duration, request.chroma_coefficient)
             with _stage("load model", timings):
                 model = self.load_version(request.model_version)
+                diffusion = self.load_mbd() if request.multi_band_diffusion else None
             with _stage("generate", timings):
                 generated = generation.generate(
                     model, request.prompt, chroma, duration,
@@ -115,6 +122,10 @@ class Remixer:
                     seed=request.seed, bpm=song_rhythm.bpm, progress=progress,
                 )
             instrumental = generated.audio
+            if diffusion is not None:
+                with _stage("MBD", timings):
+                    instrumental = mbd.decode_tokens(model, diffusion, generated.tokens, instrumental,
+                                                     generated.seed)
             with _stage("beat-sync", timings):
                 instrumental = self._beat_sync(instrumental, song_rhythm, request.beat_sync_threshold)
             with _stage("mix", timings):

@@ -23,6 +23,7 @@ WRITERS: dict[str, str] = {
     "htdemucs": "remixer.separation:write_random_checkpoint",
     "allin1": "remixer.rhythm:write_random_checkpoints",
     "musicgen": "remixer.generation:write_random_checkpoints",
+    "mbd": "remixer.mbd:write_random_checkpoint",
 }
 
 

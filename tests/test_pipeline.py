@@ -86,12 +86,20 @@ def test_failure_leaves_nothing_behind_and_the_next_request_works(remixer, song,
     assert ok.remix.exists()
 
 
-def test_multi_band_diffusion_is_refused_clearly(remixer, song, tmp_path):
+def test_multi_band_diffusion_decodes_mono_and_refuses_stereo(remixer, song, tmp_path):
     with pytest.raises(RequestError, match="mono models"):
         remixer.remix(RemixRequest(prompt="x", music_input=song, multi_band_diffusion=True), tmp_path)
-    with pytest.raises(RequestError, match="multi_band_diffusion is not available"):
-        remixer.remix(RemixRequest(prompt="x", music_input=song, model_version="chord",
-                                   multi_band_diffusion=True), tmp_path)
+    request = RemixRequest.from_inputs(prompt="x", music_input=song, model_version="chord",
+                                       multi_band_diffusion=True, seed=3)
+    result = remixer.remix(request, tmp_path / "mbd")
+    assert "MBD" in result.timings
+    info = sf.info(result.remix)
+    assert (info.samplerate, info.channels, info.frames) == (32000, 1, 5 * 32000)
+    plain = remixer.remix(RemixRequest.from_inputs(prompt="x", music_input=song, model_version="chord", seed=3),
+                          tmp_path / "plain")
+    assert result.remix.read_bytes() != plain.remix.read_bytes()  # a different decoder ran
+    again = remixer.remix(request, tmp_path / "mbd2")
+    assert again.remix.read_bytes() == result.remix.read_bytes()  # deterministic for a seed
 
 
 def test_request_validation_lists_every_problem(song):
