@@ -33,6 +33,8 @@ class Predictor(BasePredictor):
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
         # Weights come from REMIXER_WEIGHTS_DIR (default ./weights), downloaded on first start.
         self.remixer = Remixer(os.environ.get("REMIXER_WEIGHTS_DIR"))
+        # The default model is ready before the first request; others load on first use.
+        self.remixer.load_version(SPECS["model_version"].default)
 
     def predict(
         self,

@@ -314,3 +314,56 @@ def test_write_clips_and_cleans_nan(tmp_path):
 def test_unknown_output_format(tmp_path):
     with pytest.raises(AudioError, match="wav or mp3"):
         write_audio(tone(), 44100, tmp_path / "x.ogg", "ogg")
+
+
+# --- hostile uploads -----------------------------------------------------------
+
+def _listener():
+    """A TCP listener on 127.0.0.1 that records whether anybody connected."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(5)
+    server.settimeout(0.2)
+    hits = []
+
+    def accept():
+        while not getattr(server, "_closed", False):
+            try:
+                conn, _ = server.accept()
+                hits.append(1)
+                conn.close()
+            except OSError:
+                if server.fileno() == -1:
+                    return
+
+    threading.Thread(target=accept, daemon=True).start()
+    return server, hits
+
+
+@pytest.mark.parametrize("kind", ["hls", "concat"])
+def test_playlists_cannot_make_the_server_read_files_or_urls(tmp_path, source_wav, kind):
+    # A local file in a container the HLS demuxer accepts as a segment (measured:
+    # without the demuxer whitelist, ffmpeg decodes it through the playlist).
+    secret = tmp_path / "secret.ts"
+    ffmpeg("-i", str(source_wav), "-c:a", "aac", str(secret))
+    server, hits = _listener()
+    url = f"http://127.0.0.1:{server.getsockname()[1]}/stolen.ts"
+    if kind == "hls":
+        text = f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:2.0,\n{secret}\n#EXTINF:2.0,\n{url}\n#EXT-X-ENDLIST\n"
+    else:
+        text = f"ffconcat version 1.0\nfile '{secret}'\nfile '{url}'\n"
+    try:
+        for name in ("upload", "upload.m3u8"):  # uploads arrive without an extension, or with any
+            upload = tmp_path / name
+            upload.write_text(text)
+            with pytest.raises(AudioError, match="not a readable audio file"):
+                load_audio(upload)
+    finally:
+        import time
+
+        time.sleep(0.3)
+        server.close()
+    assert hits == []
