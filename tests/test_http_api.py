@@ -70,7 +70,9 @@ def server(tiny_weights, tmp_path_factory):
         process.kill()
         log.seek(0)
         pytest.fail(f"the Cog server did not become READY:\n{log.read()[-3000:]}")
-    yield {"url": base, "tmp": tmp, "process": process}
+    # Files made at start-up (torch writes one helper module per process) are not per-request leftovers.
+    baseline = {p for p in tmp.rglob("*") if p.is_file()}
+    yield {"url": base, "tmp": tmp, "process": process, "baseline": baseline}
     os.killpg(process.pid, signal.SIGTERM)  # stopped by PID (its process group: the worker too)
     try:
         process.wait(timeout=30)
@@ -277,3 +279,12 @@ def test_cancel_stops_the_work_and_busy_server_answers_409(server):
     status, body = _request(f"{server['url']}/predictions", {"input": {
         "prompt": "jazz", "music_input": _data_uri(_song_bytes(1.0)), "model_version": "chord"}})
     assert body["status"] == "succeeded", body.get("error")
+
+
+def test_no_files_accumulate_in_the_servers_temp_folder(server):
+    """Runs last: after every prediction above, only the last request's outputs remain."""
+    leftovers = [p for p in server["tmp"].rglob("*")
+                 if p.is_file() and "remixer-outputs" not in p.parts and p not in server["baseline"]]
+    assert leftovers == []
+    outputs = server["tmp"] / "remixer-outputs"
+    assert not outputs.exists() or len(list(outputs.iterdir())) <= 1
