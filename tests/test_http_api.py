@@ -45,14 +45,13 @@ def _request(url: str, body: dict | None = None, headers: dict | None = None, me
         return error.code, json.loads(error.read() or b"{}")
 
 
-@pytest.fixture(scope="module")
-def server(tiny_weights, tmp_path_factory):
+def start_server(weights_dir: Path, tmp: Path, log_path: Path, **extra_env: str) -> dict:
+    """Start coglet on a free port with the venv on PATH; wait until READY."""
     port = _free_port()
-    tmp = tmp_path_factory.mktemp("server-tmp")
     env = {**os.environ, "PORT": str(port), "COG_PREDICT_TYPE_STUB": "predict.py:Predictor",
-           "REMIXER_WEIGHTS_DIR": str(tiny_weights), "REMIXER_OFFLINE": "1", "TMPDIR": str(tmp),
-           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    log = open(tmp_path_factory.mktemp("server-log") / "server.log", "w+")
+           "REMIXER_WEIGHTS_DIR": str(weights_dir), "REMIXER_OFFLINE": "1", "TMPDIR": str(tmp),
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", **extra_env}
+    log = open(log_path, "w+")
     process = subprocess.Popen([sys.executable, "-m", "cog.server.http", "--host", "127.0.0.1"], cwd=ROOT,
                                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
@@ -67,18 +66,37 @@ def server(tiny_weights, tmp_path_factory):
             break
         time.sleep(1)
     else:
-        process.kill()
+        stop_server({"process": process, "log": log})
         log.seek(0)
         pytest.fail(f"the Cog server did not become READY:\n{log.read()[-3000:]}")
     # Files made at start-up (torch writes one helper module per process) are not per-request leftovers.
     baseline = {p for p in tmp.rglob("*") if p.is_file()}
-    yield {"url": base, "tmp": tmp, "process": process, "baseline": baseline}
-    os.killpg(process.pid, signal.SIGTERM)  # stopped by PID (its process group: the worker too)
+    return {"url": base, "tmp": tmp, "process": process, "baseline": baseline, "log": log}
+
+
+def stop_server(server: dict) -> None:
+    """Stop by PID (its process group: the worker too)."""
+    process = server["process"]
+    os.killpg(process.pid, signal.SIGTERM)
     try:
         process.wait(timeout=30)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
-    log.close()
+    server["log"].close()
+
+
+def leftovers(server: dict) -> list[Path]:
+    """Files in the server's temp folder that a request left behind (outputs of the last one excepted)."""
+    return [p for p in server["tmp"].rglob("*")
+            if p.is_file() and "remixer-outputs" not in p.parts and p not in server["baseline"]]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_weights, tmp_path_factory):
+    started = start_server(tiny_weights, tmp_path_factory.mktemp("server-tmp"),
+                           tmp_path_factory.mktemp("server-log") / "server.log")
+    yield started
+    stop_server(started)
 
 
 def _song_bytes(seconds: float = 4.0) -> bytes:
@@ -103,10 +121,6 @@ def _decode_output(uri: str) -> tuple[np.ndarray, int]:
         return load_audio(path)
     finally:
         path.unlink()
-
-
-def _no_request_files(tmp: Path) -> list[Path]:
-    return [p for p in tmp.rglob("remixer-*") if p.name != "remixer-outputs"]
 
 
 def test_openapi_lists_every_input(server):
@@ -190,7 +204,7 @@ def test_corrupt_upload_fails_clearly_and_the_next_request_works(server):
     status, body = _request(f"{server['url']}/predictions", {"input": {
         "prompt": "jazz", "music_input": _data_uri(_song_bytes(2.0)), "model_version": "chord"}})
     assert body["status"] == "succeeded", body.get("error")
-    assert not _no_request_files(server["tmp"])
+    assert not leftovers(server)
 
 
 def test_validation_inside_predict_when_the_schema_allows_it(server):
@@ -270,7 +284,7 @@ def test_cancel_stops_the_work_and_busy_server_answers_409(server):
         final = hooks.wait_for(lambda e: e.get("status") in {"succeeded", "failed", "canceled"}, timeout=120)
         assert final["status"] == "canceled"
         time.sleep(1)
-        assert not _no_request_files(server["tmp"])
+        assert not leftovers(server)
         outputs = server["tmp"] / "remixer-outputs"
         assert not outputs.exists() or not any(outputs.iterdir())
     finally:
@@ -283,8 +297,6 @@ def test_cancel_stops_the_work_and_busy_server_answers_409(server):
 
 def test_no_files_accumulate_in_the_servers_temp_folder(server):
     """Runs last: after every prediction above, only the last request's outputs remain."""
-    leftovers = [p for p in server["tmp"].rglob("*")
-                 if p.is_file() and "remixer-outputs" not in p.parts and p not in server["baseline"]]
-    assert leftovers == []
+    assert leftovers(server) == []
     outputs = server["tmp"] / "remixer-outputs"
     assert not outputs.exists() or len(list(outputs.iterdir())) <= 1
