@@ -361,6 +361,17 @@ def window_starts(duration: float) -> list[float]:
     return starts
 
 
+def window_new_frames(duration: float) -> list[int]:
+    """Token frames each window adds: 30 s for the first, then what follows its 12 s prompt."""
+    total = math.ceil(duration * FRAME_RATE)
+    prompt = int(PROMPT_S * FRAME_RATE)
+    starts = window_starts(duration)
+    frames = [min(total, int(WINDOW_SECONDS * FRAME_RATE))]
+    for start in starts[1:]:
+        frames.append(min(total, int((start + WINDOW_SECONDS) * FRAME_RATE)) - int(start * FRAME_RATE) - prompt)
+    return frames
+
+
 class _TokenCollector:
     """A transformers streamer: keeps the delayed token grid and reports progress."""
 
@@ -424,10 +435,7 @@ def generate(
     starts = window_starts(duration)
     windows = window_chroma(chroma, starts)
     prompt_frames = int(PROMPT_S * FRAME_RATE)
-    new_per_window = [min(total_frames, int(WINDOW_SECONDS * FRAME_RATE))]
-    for start in starts[1:]:
-        new_per_window.append(min(total_frames, int((start + WINDOW_SECONDS) * FRAME_RATE)) - int(start * FRAME_RATE)
-                              - prompt_frames)
+    new_per_window = window_new_frames(duration)
     total_steps = sum(n + facts.max_delay for n in new_per_window)
     done = 0
 

@@ -224,3 +224,10 @@ def test_overlong_prompt_is_truncated_with_a_warning(mono, caplog):
         result = generation.generate(mono, words, _chroma(1), 0.5, seed=1)
     assert "T5 reads the first 512" in caplog.text
     assert result.audio.shape == (1, 16000)
+
+
+def test_window_new_frames_cover_the_song_once():
+    assert generation.window_new_frames(10.0) == [500]
+    assert generation.window_new_frames(40.0) == [1500, 500]
+    for duration in (30.5, 47.9, 70.0, 123.4):
+        assert sum(generation.window_new_frames(duration)) == int(np.ceil(duration * 50))
