@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -159,6 +158,3 @@ def _coerce(spec: InputSpec, value: Any) -> Any:
         raise ValueError(value)
     return spec.type(value)
 
-
-def request_fields() -> list[str]:
-    return [field.name for field in dataclasses.fields(RemixRequest)]

@@ -106,10 +106,6 @@ def files_of(components: Iterable[str]) -> list[WeightFile]:
     return [f for f in MANIFEST if f.component in wanted]
 
 
-def path_of(name: str, directory: str | os.PathLike | None = None) -> Path:
-    return weights_dir(directory) / name
-
-
 def missing(files: Iterable[WeightFile], directory: str | os.PathLike | None = None) -> list[WeightFile]:
     root = weights_dir(directory)
     return [f for f in files if not (root / f.name).is_file()]
