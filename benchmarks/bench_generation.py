@@ -39,8 +39,8 @@ def run(shape: str, seconds: float, device: str, stereo: bool) -> tuple:
     version = "stereo-chord" if stereo else "chord"
     cfg = generation.xp_cfg(version, **SHAPES[shape])
     with tempfile.TemporaryDirectory() as tmp:
-        t5 = generation.write_tiny_t5(Path(tmp) / "t5")[0].parent
-        encodec = generation.write_tiny_encodec(Path(tmp) / "encodec")[0].parent
+        t5 = generation.write_random_t5(Path(tmp) / "t5")[0].parent
+        encodec = generation.write_random_encodec(Path(tmp) / "encodec")[0].parent
         start = time.perf_counter()
         from transformers import EncodecModel, T5EncoderModel
 

@@ -14,9 +14,9 @@ import argparse
 import time
 
 import torch
-from transformers import EncodecConfig, EncodecModel
+from transformers import EncodecModel
 
-from remixer import mbd
+from remixer import generation, mbd
 
 FULL_UNET = {"hidden": 48, "depth": 4, "res_blocks": 1, "norm_groups": 4, "kernel": 8, "stride": 4, "growth": 4,
              "max_channels": 10_000, "emb_all_layers": True, "bilstm": False, "codec_dim": 128,
@@ -30,9 +30,7 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
-    codec = EncodecModel(EncodecConfig(sampling_rate=32000, audio_channels=1, num_filters=64, hidden_size=128,
-                                       upsampling_ratios=[8, 5, 4, 4], codebook_size=2048, target_bandwidths=[2.2],
-                                       num_lstm_layers=2, use_causal_conv=False, normalize=False)).to(device).eval()
+    codec = EncodecModel(generation.encodec_config(full_size=True)).to(device).eval()
     schedule = mbd.Schedule.from_cfg(mbd.tiny_band_cfg(0)["schedule"])
     bands = []
     for _ in range(4):

@@ -568,8 +568,13 @@ def random_lm_state(cfg: dict, text_dim: int = 768, seed: int = 0) -> dict[str, 
     return state
 
 
-def write_tiny_t5(directory: Path, seed: int = 0) -> list[Path]:
-    """A tiny T5 encoder and a small trained tokenizer, in the transformers layout."""
+# T5-base's encoder (what the published checkpoints condition on) and a tiny one for tests.
+T5_BASE = dict(d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_heads=12)
+T5_TINY = dict(d_model=768, d_kv=8, d_ff=64, num_layers=1, num_heads=2)
+
+
+def write_random_t5(directory: Path, seed: int = 0, full_size: bool = False) -> list[Path]:
+    """A random T5 encoder (tiny, or T5-base's shape) and a small trained tokenizer, in the transformers layout."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import T5Config, T5EncoderModel
 
@@ -586,29 +591,37 @@ def write_tiny_t5(directory: Path, seed: int = 0) -> list[Path]:
         vocab_size=256, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>"))
     tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
     tokenizer.save(str(directory / "tokenizer.json"))
-    config = T5Config(vocab_size=tokenizer.get_vocab_size(), d_model=768, d_kv=8, d_ff=64, num_layers=1,
-                      num_heads=2, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+    # T5-base's 32128-entry embedding; the small tokenizer uses its first ids.
+    vocab = 32128 if full_size else tokenizer.get_vocab_size()
+    config = T5Config(vocab_size=vocab, **(T5_BASE if full_size else T5_TINY), pad_token_id=0, eos_token_id=1,
+                      decoder_start_token_id=0)
     T5EncoderModel(config).save_pretrained(str(directory))
     return [directory / "config.json", directory / "model.safetensors", directory / "tokenizer.json"]
 
 
-def write_tiny_encodec(directory: Path, seed: int = 0) -> list[Path]:
-    """A small random EnCodec with the 32 kHz codec's interface (2048 codes, 4 codebooks, 50 Hz)."""
-    from transformers import EncodecConfig, EncodecModel
+def encodec_config(full_size: bool = False):
+    """The 32 kHz codec's interface (2048 codes, 4 codebooks, 50 Hz); its full shape, or a small one for tests."""
+    from transformers import EncodecConfig
+
+    return EncodecConfig(sampling_rate=SAMPLE_RATE, audio_channels=1, codebook_size=CARD,
+                         upsampling_ratios=[8, 5, 4, 4], target_bandwidths=[2.2], num_filters=64 if full_size else 4,
+                         hidden_size=128, codebook_dim=128, num_lstm_layers=2 if full_size else 1,
+                         use_causal_conv=False, norm_type="weight_norm", pad_mode="reflect", normalize=False)
+
+
+def write_random_encodec(directory: Path, seed: int = 0, full_size: bool = False) -> list[Path]:
+    """A random EnCodec (small, or the 32 kHz codec's shape) in the transformers layout."""
+    from transformers import EncodecModel
 
     torch.manual_seed(seed)
-    config = EncodecConfig(sampling_rate=SAMPLE_RATE, audio_channels=1, codebook_size=CARD,
-                           upsampling_ratios=[8, 5, 4, 4], target_bandwidths=[2.2], num_filters=4,
-                           hidden_size=128, codebook_dim=128, num_lstm_layers=1, use_causal_conv=False,
-                           norm_type="weight_norm", pad_mode="reflect", normalize=False)
-    EncodecModel(config).save_pretrained(str(directory))
+    EncodecModel(encodec_config(full_size)).save_pretrained(str(directory))
     return [directory / "config.json", directory / "model.safetensors"]
 
 
 def write_random_checkpoints(directory: str | Path, seed: int = 0) -> list[Path]:
     """Tiny musicgen-*.th files (all four versions) plus tiny T5 and EnCodec, in the real formats."""
     root = Path(directory)
-    written = write_tiny_t5(root / "t5", seed) + write_tiny_encodec(root / "encodec", seed)
+    written = write_random_t5(root / "t5", seed) + write_random_encodec(root / "encodec", seed)
     for index, version in enumerate(MODEL_VERSIONS):
         cfg = xp_cfg(version, **TINY_LM)
         (file,) = weights.files_of([component_for(version)])
