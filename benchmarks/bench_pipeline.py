@@ -148,7 +148,7 @@ class GenerationCost:
         decode = duration * self.encodec_per_second
         return [
             Row("generate: condition prefill", prefill, prefill,
-                f"extrapolated: {windows} windows, {positions} positions x {self.prefill_per_position * 1e3:.1f} ms"),
+                f"extrapolated: {windows} window{'s' * (windows > 1)}, {positions} positions x {self.prefill_per_position * 1e3:.1f} ms"),
             Row("generate: tokens", steps, steps,
                 f"extrapolated: {tokens} token steps x {self.per_token:.2f} s (CFG 3)",
                 gpu=tokens * gpu_token_s),
@@ -210,16 +210,16 @@ def run_ours(remixer: Remixer, song_path: Path, clip: np.ndarray, gen_rows: list
         song = audio.decode(song_path)
     with ours.stage("separate", "once per song"):
         stems = remixer.separator.separate(song.samples, song.sample_rate)
-    with ours.stage("rhythm (All-In-One on our stems)"):
+    with ours.stage("rhythm", "All-In-One on our stems"):
         song_rhythm = remixer.analyzer.analyze(stems)
-    with ours.stage("chords (BTC, once per song)"):
+    with ours.stage("chords", "BTC once per song"):
         segments = remixer.recognizers[True].recognize(stems.drumless, separation.SAMPLE_RATE)
         chords.window_chroma(chords.segments_to_chroma(segments, song.duration),
                              generation.window_starts(song.duration))
     ours.rows += gen_rows
     finish(ours, remixer.separator, remixer.analyzer, clip, song.duration, stems.vocals,
            lambda music, generated, target: beatsync.sync_to_downbeats(
-               music, generation.SAMPLE_RATE, generated, target, bpm=song_rhythm.bpm or 120))
+               music, generation.SAMPLE_RATE, generated, target, bpm=song_rhythm.bpm or 120), "WSOLA bar by bar")
     return ours
 
 
@@ -235,12 +235,12 @@ def run_original(root: Path, th_path: Path, device: str | None, song_path: Path,
         clock.watch(module)
     with original.stage("decode"):
         song = audio.decode(song_path)
-    with original.stage("separate (vocal removal)"):
+    with original.stage("separate", "vocal removal"):
         stems = separator.separate(song.samples, song.sample_rate)
-    with original.stage("rhythm (All-In-One separates again)"):
+    with original.stage("rhythm", "All-In-One separates again"):
         analyzer.analyze(separator.separate(song.samples, song.sample_rate))
     starts = generation.window_starts(song.duration)
-    with original.stage("chords (demucs + BTC per window)", f"{len(starts)} windows of 30 s"):
+    with original.stage("chords", f"demucs + BTC for each of {len(starts)} window{'s' * (len(starts) > 1)}"):
         for start in starts:
             piece = song.samples[:, int(start * song.sample_rate): int((start + 30) * song.sample_rate)]
             piece_stems = separator.separate(piece, song.sample_rate)
@@ -255,7 +255,7 @@ def run_original(root: Path, th_path: Path, device: str | None, song_path: Path,
                                  axis=1)
         return np.atleast_2d(pytsmod.wsola(music, anchors))[:, :n]
 
-    finish(original, separator, analyzer, clip, song.duration, stems.vocals, one_wsola_call)
+    finish(original, separator, analyzer, clip, song.duration, stems.vocals, one_wsola_call, "one WSOLA call")
     del model
     return original
 
@@ -273,14 +273,14 @@ def load_from_th(th_path: Path, root: Path):
 
 def finish(structure: Structure, separator: separation.Separator, analyzer: rhythm.RhythmAnalyzer,
            clip: np.ndarray, duration: float, vocals: np.ndarray,
-           sync: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]) -> None:
+           sync: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray], sync_note: str) -> None:
     """The stages after generation, the same in both structures but for the beat-sync method."""
     rate = generation.SAMPLE_RATE
     music = tiled(clip, duration, rate)
-    with structure.stage("analyse instrumental (separate + rhythm)", "for beat-sync"):
+    with structure.stage("analyse instrumental", "separate + rhythm, for beat-sync"):
         analyzer.analyze(separator.separate(music, rate))
     generated, target = synthetic_downbeats(duration)
-    with structure.stage("beat-sync"):
+    with structure.stage("beat-sync", sync_note):
         synced = sync(music, generated, target)
     with structure.stage("mix, normalize, encode"):
         voice = mix.prepare_vocals(vocals, separation.SAMPLE_RATE, rate, synced.shape[0], synced.shape[1])
@@ -291,23 +291,24 @@ def finish(structure: Structure, separator: separation.Separator, analyzer: rhyt
 def print_report(args, ours: Structure, original: Structure, peaks: tuple[float, float], device: str,
                  gpu_token_s: float, host_step: float | None) -> None:
     speedup = args.gpu_speedup
-    by_stage = {r.stage: r for r in original.rows}
     print(f"\n{args.song_seconds:g} s song, device {device}, torch threads {torch.get_num_threads()}; "
           f"peak resident memory {peaks[0]:.1f} GB (ours), {peaks[1]:.1f} GB (with the original's run)")
     print("| stage | ours (s) | original structure (s) | note |")
     print("|---|---|---|---|")
     for row in original.rows:
-        mine = next((r for r in ours.rows if _same_stage(r.stage, row.stage)), None)
-        print(f"| {row.stage} | {f'{mine.seconds:.1f}' if mine else '-'} | {row.seconds:.1f} | "
-              f"{row.note or (mine.note if mine else '')} |")
-    for row in ours.rows:
-        if not any(_same_stage(row.stage, other) for other in by_stage):
-            print(f"| {row.stage} | {row.seconds:.1f} | - | {row.note} |")
+        mine = next((r for r in ours.rows if r.stage == row.stage), None)
+        if mine is None:
+            note, seconds = f"original: {row.note}" if row.note else "", "- (at setup)"
+        else:
+            seconds = f"{mine.seconds:.1f}"
+            notes = (mine.note, row.note)
+            note = notes[0] if len(set(notes)) == 1 else f"ours: {notes[0] or '-'}; original: {notes[1] or '-'}"
+        print(f"| {row.stage} | {seconds} | {row.seconds:.1f} | {note} |")
     lines = [
-        ("request total", ours.total(), original.total()),
-        ("everything but generation", ours.total(generation_too=False), original.total(generation_too=False)),
-        (f"GPU estimate: request total", ours.total(speedup), original.total(speedup)),
-        (f"GPU estimate: everything but generation", ours.total(speedup, False), original.total(speedup, False)),
+        ("request total (here)", ours.total(), original.total()),
+        ("everything but generation (here)", ours.total(generation_too=False), original.total(generation_too=False)),
+        ("GPU estimate: request total", ours.total(speedup), original.total(speedup)),
+        ("GPU estimate: everything but generation", ours.total(speedup, False), original.total(speedup, False)),
     ]
     print("\n| | ours (s) | original structure (s) | original / ours |")
     print("|---|---|---|---|")
@@ -328,10 +329,6 @@ def print_report(args, ours: Structure, original: Structure, peaks: tuple[float,
     print(f"Assumptions: model forward passes {speedup:g}x faster than measured here; a MusicGen-Chord medium "
           f"token step {step}; everything else (decoding, CQT and spectrogram features, peak picking, WSOLA, "
           "mixing, encoding, model loading from disk) as measured here.")
-
-
-def _same_stage(a: str, b: str) -> bool:
-    return a.split(" (")[0] == b.split(" (")[0]
 
 
 def main() -> None:
