@@ -148,7 +148,8 @@ class GenerationCost:
         decode = duration * self.encodec_per_second
         return [
             Row("generate: condition prefill", prefill, prefill,
-                f"extrapolated: {windows} window{'s' * (windows > 1)}, {positions} positions x {self.prefill_per_position * 1e3:.1f} ms"),
+                f"extrapolated: {windows} window{'s' * (windows > 1)}, {positions} positions x "
+                f"{self.prefill_per_position * 1e3:.1f} ms"),
             Row("generate: tokens", steps, steps,
                 f"extrapolated: {tokens} token steps x {self.per_token:.2f} s (CFG 3)",
                 gpu=tokens * gpu_token_s),
