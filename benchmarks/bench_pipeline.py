@@ -265,9 +265,7 @@ def load_from_th(th_path: Path, root: Path):
     """What loading MusicGen-Chord costs without a converted cache: read the .th, map the keys, build."""
     from transformers import EncodecModel, T5EncoderModel
 
-    package = torch.load(th_path, map_location="cpu", weights_only=True)
-    cfg = package["xp.cfg"]
-    state = generation.convert_state_dict(package.pop("model"), cfg["transformer_lm"]["dim"])
+    cfg, state = generation.read_converted(th_path)
     return generation.assemble(cfg, T5EncoderModel.from_pretrained(str(root / "t5")),
                                EncodecModel.from_pretrained(str(root / "encodec")), state)
 

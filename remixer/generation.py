@@ -157,14 +157,7 @@ def convert_checkpoint(th_path: str | Path) -> Path:
     if source_file.is_file() and json.loads(source_file.read_text()) == stamp:
         return target
     log.info("converting %s to the transformers layout (once)", th_path.name)
-    try:
-        package = torch.load(th_path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise GenerationError(f"{th_path} is not a readable MusicGen-Chord checkpoint ({error})") from None
-    if not isinstance(package, dict) or "xp.cfg" not in package or "model" not in package:
-        raise GenerationError(f"{th_path}: a MusicGen-Chord checkpoint holds 'xp.cfg' and 'model'")
-    cfg = package["xp.cfg"]
-    state = convert_state_dict(package["model"], _lm_shape(cfg)["dim"])
+    cfg, state = read_converted(th_path)
     work = target.with_name(target.name + ".tmp")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -174,6 +167,18 @@ def convert_checkpoint(th_path: str | Path) -> Path:
     shutil.rmtree(target, ignore_errors=True)
     os.replace(work, target)
     return target
+
+
+def read_converted(th_path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """A published .th file's xp.cfg and its LM state in the transformers layout, in memory."""
+    try:
+        package = torch.load(th_path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise GenerationError(f"{th_path} is not a readable MusicGen-Chord checkpoint ({error})") from None
+    if not isinstance(package, dict) or "xp.cfg" not in package or "model" not in package:
+        raise GenerationError(f"{th_path}: a MusicGen-Chord checkpoint holds 'xp.cfg' and 'model'")
+    cfg = package["xp.cfg"]
+    return cfg, convert_state_dict(package.pop("model"), _lm_shape(cfg)["dim"])
 
 
 def _plain(value):
