@@ -66,7 +66,7 @@ def write_full_weights(root: Path) -> Path:
     generation.write_random_encodec(root / "encodec", full_size=True)
     cfg = generation.xp_cfg("chord", dim=1536, num_heads=24, num_layers=48)
     (file,) = weights.files_of(["musicgen-chord"])
-    torch.save({"xp.cfg": cfg, "model": generation.random_lm_state(cfg)}, root / file.name)
+    generation.save_published_layout(root / file.name, cfg, generation.random_lm_state(cfg))
     return root / file.name
 
 

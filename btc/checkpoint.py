@@ -1,12 +1,14 @@
 """Read and write BTC checkpoints in the official format.
 
-A checkpoint is a torch pickle: {"model": state dict, "mean": float, "std": float}.
+A checkpoint is a torch pickle: {"model": state dict, "mean": number, "std": number};
+the official files store the statistics as numpy scalars.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .model import BTC
@@ -17,18 +19,18 @@ class CheckpointError(ValueError):
 
 
 def read_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[BTC, float, float]:
+    from remixer import checkpoints
+
     path = Path(path)
     try:
-        # weights_only: a checkpoint is tensors and floats; never run pickled code.
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"BTC checkpoint not found: {path}") from None
-    except Exception as error:
-        raise CheckpointError(f"{path} is not a readable BTC checkpoint ({error})") from None
-    if not isinstance(data, dict) or not {"model", "mean", "std"} <= set(data):
+        # Tensors, numbers and numpy scalars only (the official std is a numpy float64): never pickled code.
+        data = checkpoints.read(path, "BTC checkpoint")
+    except checkpoints.CheckpointError as error:
+        raise CheckpointError(str(error)) from None
+    if not {"model", "mean", "std"} <= set(data):
         raise CheckpointError(f"{path}: a BTC checkpoint holds 'model', 'mean' and 'std'")
     state = data["model"]
-    head = state.get("output_layer.output_projection.weight")
+    head = state.get("output_layer.output_projection.weight") if isinstance(state, dict) else None
     if head is None:
         raise CheckpointError(f"{path}: no output layer in the state dict; not a BTC checkpoint")
     model = BTC(classes=head.shape[0])
@@ -36,13 +38,14 @@ def read_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:
         raise CheckpointError(f"{path}: state dict does not match the BTC layout: {error}") from None
-    return model.to(device).eval(), float(data["mean"]), float(data["std"])
+    return model.to(device).eval(), checkpoints.number(data["mean"]), checkpoints.number(data["std"])
 
 
 def write_checkpoint(path: str | Path, model: BTC, mean: float, std: float) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": model.state_dict(), "mean": float(mean), "std": float(std)}, path)
+    # As BTC's training code stores them: numpy scalars (std comes from np.sqrt).
+    torch.save({"model": model.state_dict(), "mean": np.float64(mean), "std": np.float64(std)}, path)
     return path
 
 

@@ -144,13 +144,13 @@ def window_chroma(chroma: np.ndarray, starts: Sequence[float],
                   window_seconds: float = WINDOW_SECONDS) -> list[np.ndarray]:
     """Cut the whole-song chroma into generation windows starting at `starts` (seconds).
 
-    Each window has exactly the frames of `window_seconds`; past the end of the
-    song it holds zeros (no chord) rather than a repeat of earlier chords.
+    Each window has exactly the frames of `window_seconds`. Past the song's end
+    the chords start again from the song's start, as the chord models are
+    conditioned in the original (its windows read the song at positions modulo
+    its length, and a song shorter than a window is tiled); zeros would tell
+    the model "no chord" there.
     """
     size = frame_count(window_seconds)
-    windows = []
-    for start in starts:
-        first = _frame(start)
-        piece = chroma[first:first + size]
-        windows.append(np.pad(piece, ((0, size - len(piece)), (0, 0))))
-    return windows
+    if len(chroma) == 0:
+        return [np.zeros((size, 12), np.float32) for _ in starts]
+    return [chroma[(_frame(start) + np.arange(size)) % len(chroma)] for start in starts]

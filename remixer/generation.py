@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from remixer import weights
+from remixer import checkpoints, weights
 from remixer.chords import WINDOW_SECONDS, window_chroma
 from remixer.device import pick_device
 
@@ -162,7 +162,7 @@ def convert_checkpoint(th_path: str | Path) -> Path:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     save_file(state, str(work / _STATE_FILE))
-    (work / _CONFIG_FILE).write_text(json.dumps({"xp.cfg": _plain(cfg)}, indent=1))
+    (work / _CONFIG_FILE).write_text(json.dumps({"xp.cfg": cfg}, indent=1))
     (work / _SOURCE_FILE).write_text(json.dumps(stamp))
     shutil.rmtree(target, ignore_errors=True)
     os.replace(work, target)
@@ -172,24 +172,24 @@ def convert_checkpoint(th_path: str | Path) -> Path:
 def read_converted(th_path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     """A published .th file's xp.cfg and its LM state in the transformers layout, in memory."""
     try:
-        package = torch.load(th_path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise GenerationError(f"{th_path} is not a readable MusicGen-Chord checkpoint ({error})") from None
-    if not isinstance(package, dict) or "xp.cfg" not in package or "model" not in package:
+        package = checkpoints.read(th_path, "MusicGen-Chord checkpoint")
+    except checkpoints.CheckpointError as error:
+        raise GenerationError(str(error)) from None
+    # The published files hold 'model'; audiocraft's own export names the same state 'best_state'.
+    state_key = next((key for key in ("model", "best_state") if key in package), None)
+    if "xp.cfg" not in package or state_key is None:
         raise GenerationError(f"{th_path}: a MusicGen-Chord checkpoint holds 'xp.cfg' and 'model'")
+    # xp.cfg is a pickled OmegaConf DictConfig in the published files (a YAML text in audiocraft's
+    # export): plain data from here on.
     cfg = package["xp.cfg"]
-    return cfg, convert_state_dict(package.pop("model"), _lm_shape(cfg)["dim"])
+    if isinstance(cfg, str):
+        from omegaconf import OmegaConf
 
-
-def _plain(value):
-    """xp.cfg as JSON-able data (it may hold tuples or numbers from numpy)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
+        cfg = OmegaConf.create(cfg)
+    cfg = checkpoints.plain(cfg)
+    if not isinstance(cfg, dict) or "transformer_lm" not in cfg:
+        raise GenerationError(f"{th_path}: its xp.cfg has no transformer_lm section; not a MusicGen-Chord checkpoint")
+    return cfg, convert_state_dict(package.pop(state_key), _lm_shape(cfg)["dim"])
 
 
 # --- loading ------------------------------------------------------------------
@@ -404,13 +404,45 @@ def _undelay(grid: torch.Tensor, facts: ModelFacts) -> torch.Tensor:
     return torch.stack(rows)
 
 
-def _encode_text(model, text: str):
+@dataclass(frozen=True)
+class EncodedText:
+    """The prompt through T5, once per request: token ids, T5's output and its mask (batch 1)."""
+
+    ids: torch.Tensor  # (1, tokens)
+    states: torch.Tensor  # (1, tokens, T5 width)
+    mask: torch.Tensor  # (1, tokens)
+
+
+def encode_text(model, text: str) -> EncodedText:
     tokenizer = _tokenizer(model.text_encoder.name_or_path)
     ids = tokenizer(text, return_tensors="pt")
     if ids["input_ids"].shape[1] > MAX_PROMPT_TOKENS:
         log.warning("prompt is %d tokens; T5 reads the first %d", ids["input_ids"].shape[1], MAX_PROMPT_TOKENS)
         ids = tokenizer(text, return_tensors="pt", truncation=True, max_length=MAX_PROMPT_TOKENS)
-    return {k: v.to(model.device) for k, v in ids.items()}
+    ids = {k: v.to(model.device) for k, v in ids.items()}
+    with torch.inference_mode():
+        states = model.text_encoder(input_ids=ids["input_ids"], attention_mask=ids["attention_mask"]).last_hidden_state
+    return EncodedText(ids["input_ids"], states, ids["attention_mask"])
+
+
+@torch.inference_mode()
+def condition_prefix(model, text: EncodedText, window: np.ndarray, guided: bool) -> torch.Tensor:
+    """The decoder's prepended condition, (rows, 235 + text tokens, hidden): chroma then text.
+
+    Row 0 is the condition. Under classifier-free guidance row 1 is the null
+    condition as the chord models were trained with it: their chroma
+    conditioner masks a nullified chroma to exact zeros (not transformers'
+    one-hot bin-0 melody null), and the T5 conditioner masks the text to zeros.
+    """
+    if window.shape != (model.config.chroma_length, 12):
+        raise GenerationError(f"a window's chroma must be {model.config.chroma_length} x 12, got {window.shape}")
+    chroma = torch.from_numpy(np.ascontiguousarray(window, dtype=np.float32))[None].to(model.device)
+    states = text.states
+    if model.text_encoder.config.hidden_size != model.decoder.config.hidden_size:
+        states = model.enc_to_dec_proj(states)
+    states = states * text.mask[..., None].to(states.dtype)
+    condition = torch.cat([model.audio_enc_to_dec_proj(chroma), states.to(chroma.dtype)], dim=1)
+    return torch.cat([condition, torch.zeros_like(condition)]) if guided else condition
 
 
 @functools.lru_cache(maxsize=4)
@@ -450,18 +482,22 @@ def generate(
         if progress:
             progress(done, total_steps)
 
-    text_inputs = _encode_text(model, text)
+    encoded = encode_text(model, text)
+    guidance = sampling.classifier_free_guidance
+    guided = guidance is not None and guidance > 1  # as transformers: a scale of 1 is the condition alone
     codes = torch.zeros((facts.codebooks, 0), dtype=torch.long)
     torch.manual_seed(seed)
     for index, (window, new_frames) in enumerate(zip(windows, new_per_window)):
         collector = _TokenCollector(step)
+        with torch.inference_mode(), _half_precision_on_cuda(model.device):
+            prefix = condition_prefix(model, encoded, window, guided)
         kwargs = dict(
-            **text_inputs,
-            input_features=torch.from_numpy(window[None]).to(model.device),
+            # The text ids only size the batch: the condition is given whole, both rows built above.
+            input_ids=encoded.ids, encoder_hidden_states=prefix,
             max_new_tokens=new_frames + facts.max_delay,
             # As audiocraft: nucleus sampling when top_p > 0, else top-k.
             do_sample=True, top_k=0 if sampling.top_p > 0 else sampling.top_k, top_p=sampling.top_p or 1.0,
-            temperature=sampling.temperature, guidance_scale=sampling.classifier_free_guidance or None,
+            temperature=sampling.temperature, guidance_scale=guidance if guided else None,
             streamer=collector,
         )
         if index > 0:
@@ -623,6 +659,14 @@ def write_random_encodec(directory: Path, seed: int = 0, full_size: bool = False
     return [directory / "config.json", directory / "model.safetensors"]
 
 
+def save_published_layout(path: Path, cfg: dict, lm_state: dict[str, torch.Tensor]) -> Path:
+    """A .th as the published files are: xp.cfg pickled as an OmegaConf DictConfig, the LM state under 'model'."""
+    from omegaconf import OmegaConf
+
+    torch.save({"xp.cfg": OmegaConf.create(cfg), "model": lm_state, "version": "1.0"}, path)
+    return path
+
+
 def write_random_checkpoints(directory: str | Path, seed: int = 0) -> list[Path]:
     """Tiny musicgen-*.th files (all four versions) plus tiny T5 and EnCodec, in the real formats."""
     root = Path(directory)
@@ -632,6 +676,6 @@ def write_random_checkpoints(directory: str | Path, seed: int = 0) -> list[Path]
         (file,) = weights.files_of([component_for(version)])
         path = root / file.name
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"xp.cfg": cfg, "model": random_lm_state(cfg, seed=seed + index)}, path)
+        save_published_layout(path, cfg, random_lm_state(cfg, seed=seed + index))
         written.append(path)
     return written

@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from remixer import checkpoints
+
 log = logging.getLogger(__name__)
 
 COMPONENT = "mbd"
@@ -297,34 +299,23 @@ class MultiBandDiffusion:
         return self.equalise(self.generate(latent, encodec_wav.shape[-1], steps, generator), encodec_wav)
 
 
-def _plain(cfg) -> dict:
-    try:
-        from omegaconf import OmegaConf
-
-        if OmegaConf.is_config(cfg):
-            return OmegaConf.to_container(cfg, resolve=True)
-    except ImportError:
-        pass
-    return dict(cfg)
-
-
 def load_mbd(path: str | Path, device: str | torch.device = "cpu") -> MultiBandDiffusion:
     """Read an MBD checkpoint in the published format (sample_rate, n_bands, per band cfg and states)."""
     path = Path(path)
     if not path.is_file():
         raise MBDError(f"MBD checkpoint not found: {path}")
     try:
-        # The published file pickles omegaconf configs next to the tensors.
-        package = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:
-        raise MBDError(f"{path} is not a readable MBD checkpoint ({error})") from None
-    if not isinstance(package, dict) or "n_bands" not in package or "sample_rate" not in package:
+        # The published file pickles OmegaConf configs next to the tensors; nothing else is unpickled.
+        package = checkpoints.read(path, "MBD checkpoint")
+    except checkpoints.CheckpointError as error:
+        raise MBDError(str(error)) from None
+    if "n_bands" not in package or "sample_rate" not in package:
         raise MBDError(f"{path}: an MBD checkpoint holds 'sample_rate', 'n_bands' and one entry per band")
     sample_rate = int(package["sample_rate"])
     bands = []
     for index in range(int(package["n_bands"])):
         entry = package[index]
-        cfg = _plain(entry["cfg"])
+        cfg = checkpoints.plain(entry["cfg"])
         unet_cfg = {k: v for k, v in cfg["diffusion_unet"].items() if k != "dropout"}
         unet = DiffusionUnet(chin=int(cfg["channels"]), num_steps=int(cfg["schedule"]["num_steps"]), **unet_cfg)
         unet.load_state_dict(entry["model_state"])

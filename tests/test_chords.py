@@ -124,10 +124,30 @@ def test_window_chroma_slices_the_song_once_recognised():
         for frame in range(0, 235, 5):
             t = start + frame * bin_s
             if t >= 60:
-                assert not window[frame].any()  # past the song: no chord
-                continue
+                t -= 60  # past the song's end: its chords again from its start, never "no chord"
             label = labels[int(t // 6)]
             if abs(t - 6 * round(t / 6)) > 4 * bin_s:  # away from smoothed boundaries
                 assert window[frame].tolist() == expected_for(label), (start, frame)
     assert np.array_equal(windows[0], song[:235])
     assert np.array_equal(windows[1], song[round(18 / bin_s):round(18 / bin_s) + 235])
+
+
+def test_window_past_the_end_continues_with_the_songs_opening_chroma():
+    song = segments_to_chroma([ChordSegment(0, 3, "C"), ChordSegment(3, 6, "A:min"), ChordSegment(6, 40, "F")], 40)
+    frames = len(song)  # 314 frames for 40 s
+    last = window_chroma(song, [18.0])[0]
+    first = round(18 / (30 / 235))
+    inside = frames - first
+    assert np.array_equal(last[:inside], song[first:])
+    assert np.array_equal(last[inside:], song[:235 - inside])  # wraps to the opening bars (C, then A:min)
+    assert last[inside:].any(axis=1).all()
+
+
+def test_song_shorter_than_a_window_is_tiled():
+    song = segments_to_chroma([ChordSegment(0, 2, "G"), ChordSegment(2, 4, "E:min")], 4)
+    (window,) = window_chroma(song, [0.0])
+    assert window.shape == (235, 12)
+    for repeat in range(0, 235, len(song)):
+        piece = window[repeat:repeat + len(song)]
+        assert np.array_equal(piece, song[:len(piece)])
+    assert not np.array_equal(window, np.pad(song, ((0, 235 - len(song)), (0, 0))))  # not zero padded

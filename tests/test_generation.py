@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from transformers.modeling_outputs import BaseModelOutput
 
 from btc import ChordSegment
 from remixer import chords, generation
@@ -18,42 +17,43 @@ from remixer.generation import GenerationError, Sampling, load_musicgen_chord
 FIXTURES = Path(__file__).parent / "fixtures" / "musicgen"
 
 
-class FixedTextEncoder(torch.nn.Module):
-    """Gives the reference's fixed text embedding, as the fixtures bypass T5 (a stock model)."""
-
-    main_input_name = "input_ids"
-
-    def __init__(self, embedding: torch.Tensor, config):
-        super().__init__()
-        self.embedding = embedding
-        self.config = config
-
-    def forward(self, input_ids=None, attention_mask=None, **_):
-        return BaseModelOutput(last_hidden_state=self.embedding.expand(input_ids.shape[0], -1, -1))
-
-
 def _reference_model(name: str, tmp_path: Path, weights_dir: Path):
     th = tmp_path / f"{name}.th"
     shutil.copy(FIXTURES / f"{name}.th", th)
     reference = torch.load(FIXTURES / f"{name}.reference.pt", weights_only=True)
-    model = load_musicgen_chord(th, "cpu", weights_dir)
-    model.text_encoder = FixedTextEncoder(reference["text_embedding"], model.text_encoder.config)
-    return model, reference
+    return load_musicgen_chord(th, "cpu", weights_dir), reference
 
 
-def _text_inputs(reference):
-    tokens = reference["text_embedding"].shape[1]
-    return {"input_ids": torch.ones((1, tokens), dtype=torch.long),
-            "attention_mask": torch.ones((1, tokens), dtype=torch.long)}
+def _fixed_text(reference) -> generation.EncodedText:
+    """The reference's fixed text embedding in place of T5's output (the fixtures bypass T5, a stock model)."""
+    embedding = reference["text_embedding"]
+    ones = torch.ones(embedding.shape[:2], dtype=torch.long)
+    return generation.EncodedText(ones, embedding, ones)
+
+
+@pytest.fixture
+def parity(monkeypatch, tmp_path, tiny_weights):
+    """(model, reference) with the prompt's T5 output replaced by the reference's text embedding."""
+
+    def load(name: str):
+        model, reference = _reference_model(name, tmp_path, tiny_weights)
+        monkeypatch.setattr(generation, "encode_text", lambda _model, _text: _fixed_text(reference))
+        return model, reference
+
+    return load
+
+
+GREEDY = Sampling(top_k=1)  # one candidate per step: argmax, as the reference's greedy decoding
 
 
 @pytest.mark.parametrize("name", ["musicgen-tiny-chord", "musicgen-tiny-stereo-chord"])
-def test_converted_model_reproduces_reference_logits(name, tmp_path, tiny_weights):
-    model, reference = _reference_model(name, tmp_path, tiny_weights)
+def test_converted_model_and_our_condition_prefix_reproduce_reference_logits(name, parity):
+    model, reference = parity(name)
     tokens = reference["tokens"]  # (1, K, S)
     codebooks, steps = tokens.shape[1:]
+    prefix = generation.condition_prefix(model, _fixed_text(reference), reference["chroma"][0].numpy(), guided=False)
     with torch.inference_mode():
-        logits = model(**_text_inputs(reference), input_features=reference["chroma"],
+        logits = model(input_ids=torch.ones((1, 1), dtype=torch.long), encoder_hidden_states=prefix,
                        decoder_input_ids=tokens.reshape(codebooks, steps)).logits
     logits = logits[:, -steps:]  # transformers also scores the prepended condition positions
     expected = reference["logits"][0]  # (K, S, card)
@@ -63,18 +63,64 @@ def test_converted_model_reproduces_reference_logits(name, tmp_path, tiny_weight
 
 
 @pytest.mark.parametrize("name", ["musicgen-tiny-chord", "musicgen-tiny-stereo-chord"])
-@pytest.mark.parametrize("guidance,key", [(None, "greedy_no_cfg"), (3.0, "greedy_cfg3")])
-def test_greedy_tokens_match_the_reference(name, guidance, key, tmp_path, tiny_weights):
-    model, reference = _reference_model(name, tmp_path, tiny_weights)
+@pytest.mark.parametrize("guidance,key", [(0.0, "greedy_no_cfg"), (3.0, "greedy_cfg3")])
+def test_one_window_greedy_tokens_match_the_reference(name, guidance, key, parity):
+    model, reference = parity(name)
     expected = reference[key][0]  # (K, frames)
-    facts = model.chord_facts
-    collector = generation._TokenCollector(lambda: None)
+    seconds = expected.shape[1] / generation.FRAME_RATE
+    # The reference's 235-frame chroma is the song's whole chroma: window 0 is exactly it.
+    result = generation.generate(model, "a song", reference["chroma"][0].numpy(), seconds,
+                                 Sampling(top_k=1, classifier_free_guidance=guidance), seed=0)
+    assert torch.equal(result.tokens, expected)
+
+
+@pytest.mark.parametrize("name", ["musicgen-tiny-chord", "musicgen-tiny-stereo-chord"])
+@pytest.mark.parametrize("song", ["long", "short"])
+@pytest.mark.parametrize("guidance", [0.0, 3.0])
+def test_whole_song_greedy_tokens_match_the_chord_conditioner_reference(name, song, guidance, parity):
+    """Long: two windows, the second prompted with 12 s and conditioned past the song's end
+    (periodic). Short: 4 s, its chroma tiled to the window. The reference's null row is zeros."""
+    model, reference = parity(name)
+    case = reference["songs"][song]
+    expected = case[f"greedy_cfg{int(guidance) if guidance > 1 else 1}"][0]
+    result = generation.generate(model, "a song", case["chroma"].numpy(), case["seconds"],
+                                 Sampling(top_k=1, classifier_free_guidance=guidance), seed=0)
+    assert result.tokens.shape == expected.shape
+    assert torch.equal(result.tokens, expected)
+
+
+def test_null_condition_row_is_exact_zeros_and_the_condition_row_is_unchanged(mono):
+    text = generation.encode_text(mono, "bossa nova")
+    window = chords.window_chroma(_chroma(30), [0.0])[0]
+    guided = generation.condition_prefix(mono, text, window, guided=True)
+    alone = generation.condition_prefix(mono, text, window, guided=False)
+    assert guided.shape == (2, 235 + text.ids.shape[1], mono.decoder.config.hidden_size)
+    assert torch.count_nonzero(guided[1]) == 0  # the chord conditioner's null: chroma and text both zero
+    assert torch.equal(guided[:1], alone)
     with torch.inference_mode():
-        model.generate(**_text_inputs(reference), input_features=reference["chroma"], do_sample=False,
-                       guidance_scale=guidance, max_new_tokens=expected.shape[1] + facts.max_delay,
-                       streamer=collector)
-    tokens = generation._undelay(collector.grid(), facts)
-    assert torch.equal(tokens, expected)
+        projected = mono.audio_enc_to_dec_proj(torch.from_numpy(window)[None])
+    torch.testing.assert_close(alone[:, :235], projected, atol=0, rtol=0)
+    # The melody model's null (one-hot bin 0, projected) is not what the chord models were trained with.
+    with torch.inference_mode():
+        melody_null = mono.audio_enc_to_dec_proj.weight[:, 0] + mono.audio_enc_to_dec_proj.bias
+    assert torch.count_nonzero(melody_null) > 0
+
+
+def test_the_guided_generation_uses_the_zero_null_row(mono, monkeypatch):
+    seen = []
+    original = mono.generate
+
+    def spy(**kwargs):
+        seen.append(kwargs)
+        return original(**kwargs)
+
+    monkeypatch.setattr(mono, "generate", spy)
+    generation.generate(mono, "funk", _chroma(2), 1.0, Sampling(classifier_free_guidance=3.0), seed=3)
+    generation.generate(mono, "funk", _chroma(2), 1.0, Sampling(classifier_free_guidance=0.0), seed=3)
+    guided, plain = (call["encoder_hidden_states"] for call in seen)
+    assert guided.shape[0] == 2 and torch.count_nonzero(guided[1]) == 0 and seen[0]["guidance_scale"] == 3.0
+    assert plain.shape[0] == 1 and seen[1]["guidance_scale"] is None
+    assert torch.equal(guided[:1], plain)
 
 
 def test_facts_of_every_version(tiny_weights):
@@ -179,7 +225,9 @@ def test_long_songs_continue_window_by_window_on_their_own_chords(mono, monkeypa
     # ... and conditioned on the chords of its own part of the song, cut from the one chroma.
     expected = chords.window_chroma(song, [0.0, 18.0])
     for call, window in zip(seen, expected):
-        assert np.array_equal(call["input_features"][0].cpu().numpy(), window)
+        with torch.inference_mode():
+            projected = mono.audio_enc_to_dec_proj(torch.from_numpy(window)[None])
+        assert torch.equal(call["encoder_hidden_states"][:1, :235], projected)
     assert not np.array_equal(expected[0], expected[1])
     # Progress counts every generated step once, up to the total.
     assert steps[-1][0] == steps[-1][1] == (1500 + 3) + (500 + 3)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from remixer import mbd
+from remixer import checkpoints, mbd
 
 FIXTURES = Path(__file__).parent / "fixtures" / "mbd"
 
@@ -59,8 +59,8 @@ def test_bad_checkpoints_are_explained(tmp_path):
 
 def test_tiny_writer_uses_the_published_layout(tmp_path):
     (path,) = mbd.write_random_checkpoint(tmp_path)
-    package = torch.load(path, weights_only=False)
-    reference = torch.load(FIXTURES / "mbd-tiny.th", weights_only=False)
+    package = checkpoints.read(path, "MBD checkpoint")
+    reference = checkpoints.read(FIXTURES / "mbd-tiny.th", "MBD checkpoint")
     assert set(package) == set(reference)
     for band in range(4):
         assert set(package[band]) == set(reference[band])

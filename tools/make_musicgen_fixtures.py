@@ -10,14 +10,24 @@ Runs in a side environment, never in the product. One way to make it (the main
     /tmp/side/bin/python tools/make_musicgen_fixtures.py tests/fixtures/musicgen
 
 For a mono (4 codebooks) and a stereo (8 interleaved) model it builds a small
-random audiocraft LM with the published conditioning layout (chroma condition
-and T5 description condition, both prepended; delay pattern), saves it in the
-published file format (`xp.cfg` + `model`), and records the reference outputs:
-logits for given tokens and given condition tensors, and greedy tokens with
-and without classifier-free guidance. The text condition is given as a fixed
-embedding (T5 is bypassed: no hub needed); the chord chroma as a fixed
-multi-hot tensor; the unconditional chroma is what audiocraft's own chroma
-extractor gives for the nullified (silent) condition.
+random audiocraft LM with the published conditioning layout (chord chroma
+condition and T5 description condition, both prepended; delay pattern), saves
+it in the published file format (`xp.cfg` as an OmegaConf DictConfig + `model`),
+and records the reference outputs:
+
+- logits for given tokens and given condition tensors;
+- greedy tokens of one window, with and without classifier-free guidance;
+- greedy tokens of whole songs, generated as the original does: 30 s windows
+  advanced by 18 s, each prompted with the tokens after the stride and
+  conditioned on the song's chroma at `positions % song length` (so past the
+  song's end the chords start again, and a song shorter than 30 s is tiled).
+
+The chord condition is modelled on the chord models' own conditioner
+(ChromaChordConditioner of the original's audiocraft fork): the projected
+chroma is multiplied by a mask built from the condition's length, so a
+nullified (classifier-free guidance) row gives exact zeros. The text condition
+is a fixed embedding (T5 is bypassed: no hub needed), zeros when nullified as
+in audiocraft's T5 conditioner.
 """
 
 from __future__ import annotations
@@ -27,7 +37,6 @@ from pathlib import Path
 
 import torch
 from audiocraft.models.lm import LMModel
-from audiocraft.modules.chroma import ChromaExtractor
 from audiocraft.modules.codebooks_patterns import DelayedPatternProvider
 from audiocraft.modules.conditioners import (
     ConditionFuser,
@@ -37,15 +46,42 @@ from audiocraft.modules.conditioners import (
     WavCondition,
     WaveformConditioner,
 )
+from omegaconf import OmegaConf
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo, for the checkpoint layout
-from remixer.generation import CARD, SAMPLE_RATE, xp_cfg  # noqa: E402
-
+CARD = 2048
+SAMPLE_RATE = 32000
+FRAME_RATE = 50
 TEXT_DIM = 768
-CHROMA_FRAMES = 235
+CHROMA_FRAMES = 235  # per 30 s window
+BIN_SECONDS = 30 / CHROMA_FRAMES
 SHAPE = {"dim": 16, "num_heads": 2, "num_layers": 2, "hidden_scale": 4}
 LOGIT_STEPS = 6
 GREEDY_FRAMES = 12
+WINDOW_S, STRIDE_S = 30.0, 18.0
+SONGS = {"long": 31.0, "short": 4.0}  # two windows (the second past the end), and one shorter than a window
+
+
+def published_cfg(version: str) -> dict:
+    """The parts of a published xp.cfg a loader reads (written here, independently of the product)."""
+    stereo = version.startswith("stereo")
+    return {
+        "sample_rate": SAMPLE_RATE, "channels": 2 if stereo else 1,
+        "interleave_stereo_codebooks": {"use": stereo, "per_timestep": False},
+        "compression_model_checkpoint": "//pretrained/facebook/encodec_32khz",
+        "dataset": {"segment_duration": 30},
+        "transformer_lm": {"dim": SHAPE["dim"], "num_heads": SHAPE["num_heads"], "num_layers": SHAPE["num_layers"],
+                           "n_q": 8 if stereo else 4, "card": CARD, "hidden_scale": SHAPE["hidden_scale"],
+                           "norm": "layer_norm", "norm_first": True, "bias_proj": False, "bias_ff": False,
+                           "bias_attn": False, "activation": "gelu", "positional_embedding": "sin"},
+        "codebooks_pattern": {"modeling": "delay", "delay": {
+            "delays": [0, 0, 1, 1, 2, 2, 3, 3] if stereo else [0, 1, 2, 3], "flatten_first": 0, "empty_initial": 0}},
+        "conditioners": {
+            "self_wav": {"model": "chroma_chord", "chroma_chord": {"n_chroma": 12, "radix2_exp": 14}},
+            "description": {"model": "t5", "t5": {"name": "t5-base", "finetune": False}},
+        },
+        "fuser": {"cross_attention_pos_emb": False, "cross_attention_pos_emb_scale": 1, "sum": [],
+                  "prepend": ["self_wav", "description"], "cross": [], "input_interpolate": []},
+    }
 
 
 class FixedTextConditioner(TextConditioner):
@@ -56,8 +92,7 @@ class FixedTextConditioner(TextConditioner):
         self.embedding = embedding  # (1, tokens, 768)
 
     def tokenize(self, texts):
-        present = torch.tensor([[1 if text else 0] for text in texts], dtype=torch.int)
-        return present
+        return torch.tensor([[1 if text else 0] for text in texts], dtype=torch.int)
 
     def forward(self, present):
         batch = present.shape[0]
@@ -67,30 +102,43 @@ class FixedTextConditioner(TextConditioner):
         return embeds * mask.unsqueeze(-1), mask
 
 
-class FixedChromaConditioner(WaveformConditioner):
-    """Stands in for the chroma conditioner: the given chord chroma, or for a
-    nullified condition what audiocraft's ChromaExtractor makes of silence."""
+class ChordChromaConditioner(WaveformConditioner):
+    """The chord models' conditioner: the window's chord chroma projected, times a mask from the
+    condition's length. Rows nullified for classifier-free guidance have length 0: exact zeros."""
 
-    def __init__(self, chroma: torch.Tensor, output_dim: int):
+    def __init__(self, output_dim: int):
         super().__init__(12, output_dim, "cpu")
-        self.chroma = chroma  # (1, 235, 12)
-        self.extractor = ChromaExtractor(SAMPLE_RATE, n_chroma=12, radix2_exp=14, argmax=True)
+        self.chroma = torch.zeros(1, CHROMA_FRAMES, 12)  # the current window's chroma, set by the caller
 
     def tokenize(self, wav: WavCondition):
         return wav
 
     def forward(self, wav: WavCondition):
-        # Rows nullified for classifier-free guidance have length 0 (their
-        # samples are zero padding in a batch): they get the chroma of silence.
-        silence = self.extractor(torch.zeros(1, 1, int(SAMPLE_RATE * 30)))[:, :CHROMA_FRAMES]
-        rows = [self.chroma if int(length) > 0 else silence for length in wav.length]
-        embeds = self.output_proj(torch.cat(rows, dim=0))
-        return embeds, torch.ones_like(embeds[..., 0]).int()
+        batch = len(wav.length)
+        embeds = self.output_proj(self.chroma.expand(batch, -1, -1))
+        mask = (wav.length > 0).int()[:, None].expand(-1, CHROMA_FRAMES).contiguous()
+        return embeds * mask.unsqueeze(-1), mask
+
+
+def song_chroma(seconds: float) -> torch.Tensor:
+    """A multi-hot chord chroma on the 235-per-30 s grid: C, Am, F, G, each for 2 s."""
+    frames = int(torch.ceil(torch.tensor(seconds / BIN_SECONDS - 1e-6)))
+    chords = [[0, 4, 7], [9, 0, 4], [5, 9, 0], [7, 11, 2]]
+    chroma = torch.zeros(frames, 12)
+    for frame in range(frames):
+        chroma[frame, chords[int(frame * BIN_SECONDS // 2) % 4]] = 1.0
+    return chroma
+
+
+def window_of(song: torch.Tensor, start_s: float) -> torch.Tensor:
+    """The window's chroma as the original conditions it: the song at positions % its length."""
+    first = int(start_s / BIN_SECONDS + 0.5)
+    return song[(first + torch.arange(CHROMA_FRAMES)) % song.shape[0]][None]
 
 
 def build(version: str, seed: int):
     torch.manual_seed(seed)
-    cfg = xp_cfg(version, **SHAPE)
+    cfg = published_cfg(version)
     lm_cfg = cfg["transformer_lm"]
     text = torch.randn(1, 5, TEXT_DIM)
     chroma = torch.zeros(1, CHROMA_FRAMES, 12)
@@ -98,7 +146,7 @@ def build(version: str, seed: int):
         chroma[0, frame, [[0, 4, 7], [9, 0, 4], [5, 9, 0]][frame * 3 // CHROMA_FRAMES]] = 1.0
     provider = ConditioningProvider({
         "description": FixedTextConditioner(text, lm_cfg["dim"]),
-        "self_wav": FixedChromaConditioner(chroma, lm_cfg["dim"]),
+        "self_wav": ChordChromaConditioner(lm_cfg["dim"]),
     })
     fuser = ConditionFuser(fuse2cond={"prepend": ["self_wav", "description"], "cross": [], "sum": [],
                                       "input_interpolate": []}, cross_attention_pos_emb=False)
@@ -115,10 +163,26 @@ def build(version: str, seed: int):
     return cfg, lm, text, chroma
 
 
-def attributes(batch: int = 1) -> list[ConditioningAttributes]:
+def attributes() -> list[ConditioningAttributes]:
     wav = WavCondition(wav=torch.zeros(1, 1, SAMPLE_RATE * 30), length=torch.tensor([SAMPLE_RATE * 30]),
                        sample_rate=[SAMPLE_RATE], path=[None], seek_time=[0.0])
-    return [ConditioningAttributes(text={"description": "a song"}, wav={"self_wav": wav}) for _ in range(batch)]
+    return [ConditioningAttributes(text={"description": "a song"}, wav={"self_wav": wav})]
+
+
+def greedy_song(lm: LMModel, song: torch.Tensor, seconds: float, cfg_coef: float) -> torch.Tensor:
+    """Whole-song greedy tokens with the original's long-form loop (audiocraft's _generate_tokens)."""
+    total = int(seconds * FRAME_RATE)
+    stride = int(STRIDE_S * FRAME_RATE)
+    pieces, prompt, offset = [], None, 0
+    while offset + (0 if prompt is None else prompt.shape[-1]) < total:
+        lm.condition_provider.conditioners["self_wav"].chroma = window_of(song, offset / FRAME_RATE)
+        length = int(min(seconds - offset / FRAME_RATE, WINDOW_S) * FRAME_RATE)
+        tokens = lm.generate(prompt, attributes(), max_gen_len=length, use_sampling=False, cfg_coef=cfg_coef,
+                             two_step_cfg=False)
+        pieces.append(tokens if prompt is None else tokens[:, :, prompt.shape[-1]:])
+        prompt = tokens[:, :, stride:]
+        offset += stride
+    return torch.cat(pieces, dim=-1).clone()
 
 
 @torch.no_grad()
@@ -126,8 +190,9 @@ def record(version: str, seed: int, out_dir: Path) -> None:
     cfg, lm, text, chroma = build(version, seed)
     n_q = cfg["transformer_lm"]["n_q"]
     name = f"musicgen-tiny-{version}"
-    torch.save({"xp.cfg": cfg, "model": lm.state_dict()}, out_dir / f"{name}.th")
+    torch.save({"xp.cfg": OmegaConf.create(cfg), "model": lm.state_dict()}, out_dir / f"{name}.th")
 
+    lm.condition_provider.conditioners["self_wav"].chroma = chroma
     tokens = torch.randint(0, CARD, (1, n_q, LOGIT_STEPS), generator=torch.Generator().manual_seed(seed))
     tokens[:, :, 0] = CARD  # the sequence starts with the special token, as in generation
     condition_tensors = lm.condition_provider(lm.condition_provider.tokenize(attributes()))
@@ -138,11 +203,18 @@ def record(version: str, seed: int, out_dir: Path) -> None:
     for cfg_coef in (1.0, 3.0):
         greedy[cfg_coef] = lm.generate(conditions=attributes(), max_gen_len=GREEDY_FRAMES, use_sampling=False,
                                        cfg_coef=cfg_coef, two_step_cfg=False)
+    songs = {}
+    for song_name, seconds in SONGS.items():
+        song = song_chroma(seconds)
+        songs[song_name] = {"seconds": seconds, "chroma": song,
+                            **{f"greedy_cfg{int(c)}": greedy_song(lm, song, seconds, c) for c in (1.0, 3.0)}}
+    # Clones: views would save their whole underlying buffers.
     torch.save({
-        "text_embedding": text, "chroma": chroma, "tokens": tokens, "logits": logits,
-        "greedy_no_cfg": greedy[1.0], "greedy_cfg3": greedy[3.0],
+        "text_embedding": text.clone(), "chroma": chroma.clone(), "tokens": tokens.clone(), "logits": logits.clone(),
+        "greedy_no_cfg": greedy[1.0].clone(), "greedy_cfg3": greedy[3.0].clone(), "songs": songs,
     }, out_dir / f"{name}.reference.pt")
-    print(f"{name}: logits {tuple(logits.shape)}, greedy {tuple(greedy[3.0].shape)}")
+    print(f"{name}: logits {tuple(logits.shape)}, greedy {tuple(greedy[3.0].shape)}, "
+          + ", ".join(f"{k} song {tuple(v['greedy_cfg3'].shape)}" for k, v in songs.items()))
 
 
 def main() -> None:

@@ -1,0 +1,130 @@
+"""The one way we unpickle a checkpoint: tensors plus an explicit allow-list, never code.
+
+The published MusicGen-Chord and MBD files pickle OmegaConf configs, and BTC's
+stores numpy scalars for its feature statistics. `torch.load(weights_only=True)`
+refuses both by default; `read` admits exactly the classes those files need and
+names the file and the class when anything else is asked for. Configs are
+turned into plain data (`plain`) right after loading.
+"""
+
+from __future__ import annotations
+
+import builtins
+import collections
+import functools
+import re
+import typing
+from pathlib import Path
+
+import torch
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, damaged, of the wrong kind or asks for a class we do not unpickle."""
+
+
+@functools.lru_cache(maxsize=1)
+def _allowed() -> tuple[tuple[object, str], ...]:
+    """(object, pickled name): each class a published checkpoint references, under every name it is pickled as."""
+    import numpy as np
+    from numpy._core import multiarray
+    from omegaconf import base, dictconfig, listconfig, nodes
+
+    entries: list[tuple[object, str]] = [
+        # OmegaConf containers and the metadata and value nodes inside them.
+        (dictconfig.DictConfig, "omegaconf.dictconfig.DictConfig"),
+        (listconfig.ListConfig, "omegaconf.listconfig.ListConfig"),
+        (base.ContainerMetadata, "omegaconf.base.ContainerMetadata"),
+        (base.Metadata, "omegaconf.base.Metadata"),
+        *((getattr(nodes, name), f"omegaconf.nodes.{name}")
+          for name in ("AnyNode", "StringNode", "IntegerNode", "FloatNode", "BooleanNode")),
+        # Types the metadata refers to (key, element and reference types).
+        (typing.Any, "typing.Any"),
+        (collections.defaultdict, "collections.defaultdict"),
+        *((getattr(builtins, name), f"builtins.{name}")
+          for name in ("dict", "list", "int", "float", "str", "bool", "object")),
+        # numpy scalars (BTC's mean/std): numpy 2 pickles them from numpy._core, numpy 1 from numpy.core.
+        (multiarray.scalar, "numpy._core.multiarray.scalar"),
+        (multiarray.scalar, "numpy.core.multiarray.scalar"),
+        (np.dtype, "numpy.dtype"),
+        *((type(np.dtype(code)), f"numpy.dtypes.{type(np.dtype(code)).__name__}")
+          for code in ("f2", "f4", "f8", "i4", "i8")),
+    ]
+    return tuple(entries)
+
+
+def allowed_names() -> list[str]:
+    return sorted({name for _, name in _allowed()})
+
+
+def read(path: str | Path, what: str) -> dict:
+    """Unpickle `path` (a torch checkpoint holding a dict) with the allow-list; `what` names it in errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{what} not found: {path}")
+    unexpected = _unexpected_globals(path)
+    if unexpected:
+        raise _refusal(path, what, unexpected)
+    try:
+        with torch.serialization.safe_globals(list(_allowed())):
+            package = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any failure to unpickle means an unreadable file
+        named = re.findall(r"GLOBAL (\S+)", str(error))
+        if named:  # legacy (non-zip) files are only checked while loading
+            raise _refusal(path, what, named) from None
+        raise CheckpointError(f"{path} is not a readable {what} ({_reason(error)}); "
+                              "the file may be damaged: delete it and fetch it again") from None
+    if not isinstance(package, dict):
+        raise CheckpointError(f"{path} is not a {what}: it holds a {type(package).__name__}, not a dict")
+    return package
+
+
+def _unexpected_globals(path: Path) -> list[str]:
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # noqa: BLE001 - not a zip checkpoint: torch.load checks it while loading
+        return []
+    allowed = set(allowed_names())
+    return [name for name in names if name not in allowed]
+
+
+def _refusal(path: Path, what: str, names: list[str]) -> CheckpointError:
+    return CheckpointError(
+        f"{path} is not loaded: unpickling it would need {', '.join(sorted(set(names)))}, which no published "
+        f"{what} holds (we unpickle only tensors, numbers, OmegaConf configs and numpy scalars); "
+        "it is not the published file: delete it and fetch it again"
+    )
+
+
+def _reason(error: Exception) -> str:
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    # torch prefixes its own reason with a paragraph about the weights_only default: show the reason.
+    return lines[-1] if lines and not lines[-1].startswith("Check the documentation") else (
+        lines[-2] if len(lines) > 1 else (lines[0] if lines else type(error).__name__))
+
+
+def plain(value):
+    """A config (OmegaConf, dict, list, numpy numbers) as JSON-able plain data."""
+    from omegaconf import OmegaConf
+
+    if OmegaConf.is_config(value):
+        try:
+            value = OmegaConf.to_container(value, resolve=True)
+        except Exception:  # noqa: BLE001 - an interpolation with a resolver we do not have: keep it as written
+            value = OmegaConf.to_container(value, resolve=False)
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, (str, bool)) or value is None:
+        return value
+    if isinstance(value, (int, float)):
+        return value
+    if hasattr(value, "item"):  # numpy and torch scalars
+        return value.item()
+    raise CheckpointError(f"unexpected {type(value).__name__} in a checkpoint's config")
+
+
+def number(value) -> float:
+    """A statistic stored as a Python, numpy or 0-d torch number."""
+    return float(value.item() if hasattr(value, "item") else value)

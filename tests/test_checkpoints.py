@@ -1,0 +1,171 @@
+"""Every checkpoint we unpickle is read one safe way, and the published layouts load.
+
+The published files are not plain tensors: MusicGen-Chord's `xp.cfg` and MBD's
+band configs are pickled OmegaConf objects, BTC's statistics numpy scalars
+(and a 2019 file predates torch's zip format). Each loader must read those and
+refuse anything that would run code or needs a class outside the allow-list.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+import btc
+from remixer import checkpoints, generation, mbd
+from tests.conftest import SHARED
+
+MUSICGEN = Path(__file__).parent / "fixtures" / "musicgen"
+MBD = Path(__file__).parent / "fixtures" / "mbd"
+
+
+class Payload:
+    """A pickle that would create a file when unpickled with a plain torch.load."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+class Unexpected:
+    """A harmless class that no published checkpoint holds."""
+
+
+def _hostile(path: Path, marker: Path, legacy: bool = False) -> Path:
+    torch.save({"model": Payload(marker), "xp.cfg": {}, "mean": 0.0, "std": 1.0, "n_bands": 1, "sample_rate": 1},
+               path, _use_new_zipfile_serialization=not legacy)
+    return path
+
+
+LOADERS = {
+    "musicgen": (lambda path, weights: generation.load_musicgen_chord(path, "cpu", weights),
+                 generation.GenerationError),
+    "btc": (lambda path, weights: btc.load_model(path), btc.CheckpointError),
+    "mbd": (lambda path, weights: mbd.load_mbd(path), mbd.MBDError),
+}
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy-format"])
+@pytest.mark.parametrize("kind", list(LOADERS))
+def test_hostile_pickle_is_refused_and_never_runs(kind, legacy, tmp_path, tiny_weights):
+    load, error = LOADERS[kind]
+    marker = tmp_path / "created-by-the-pickle"
+    path = _hostile(tmp_path / "musicgen-chord.th", marker, legacy)
+    with pytest.raises(error, match=r"not loaded: unpickling it would need posix\.system"):
+        load(path, tiny_weights)
+    assert not marker.exists()
+    # The same file does run code with a plain unpickler: the refusal above is what protects users.
+    torch.load(path, weights_only=False)
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("kind", list(LOADERS))
+def test_a_class_outside_the_allow_list_is_refused_by_name(kind, tmp_path, tiny_weights):
+    load, error = LOADERS[kind]
+    path = tmp_path / "musicgen-chord.th"
+    torch.save({"model": {}, "xp.cfg": Unexpected(), "mean": 0.0, "std": 1.0, "n_bands": 1, "sample_rate": 1}, path)
+    with pytest.raises(error, match=rf"{path}.*tests\.test_checkpoints\.Unexpected.*fetch it again"):
+        load(path, tiny_weights)
+
+
+def test_allow_list_is_exactly_what_the_published_layouts_need():
+    names = set(checkpoints.allowed_names())
+    assert {"omegaconf.dictconfig.DictConfig", "omegaconf.listconfig.ListConfig", "omegaconf.nodes.AnyNode",
+            "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar", "numpy.dtype"} <= names
+    assert not any(name.startswith(("os.", "posix.", "subprocess.", "builtins.eval", "builtins.exec",
+                                    "builtins.getattr", "builtins.__import__")) for name in names)
+
+
+# --- MusicGen-Chord ------------------------------------------------------------------
+
+
+def _plain_layout(source: Path, target: Path) -> Path:
+    """The same weights with xp.cfg as a plain dict (the layout the old fixtures had)."""
+    package = checkpoints.read(source, "MusicGen-Chord checkpoint")
+    torch.save({"xp.cfg": checkpoints.plain(package["xp.cfg"]), "model": package["model"]}, target)
+    return target
+
+
+def test_published_musicgen_layout_holds_an_omegaconf_xp_cfg(tiny_weights):
+    for path in (tiny_weights / "musicgen").glob("*.th"):
+        package = checkpoints.read(path, "MusicGen-Chord checkpoint")
+        assert OmegaConf.is_config(package["xp.cfg"]) and package["xp.cfg"].transformer_lm.n_q in (4, 8)
+    fixture = checkpoints.read(MUSICGEN / "musicgen-tiny-stereo-chord.th", "MusicGen-Chord checkpoint")
+    assert OmegaConf.is_config(fixture["xp.cfg"])  # the parity fixtures are in the published layout too
+
+
+@pytest.mark.parametrize("name", ["musicgen-tiny-chord", "musicgen-tiny-stereo-chord"])
+def test_omegaconf_and_plain_layouts_convert_to_the_same_model(name, tmp_path):
+    real = tmp_path / "real" / f"{name}.th"
+    real.parent.mkdir()
+    shutil.copy(MUSICGEN / f"{name}.th", real)
+    plain = _plain_layout(real, tmp_path / f"{name}.th")
+    cfg_real, state_real = generation.read_converted(real)
+    cfg_plain, state_plain = generation.read_converted(plain)
+    assert cfg_real == cfg_plain and isinstance(cfg_real["transformer_lm"]["dim"], int)
+    assert state_real.keys() == state_plain.keys()
+    assert all(torch.equal(state_real[k], state_plain[k]) for k in state_real)
+    # The conversion cache keeps the config as plain JSON (a DictConfig would have become its string).
+    cache = generation.convert_checkpoint(real)
+    cached = json.loads((cache / "decoder_config.json").read_text())["xp.cfg"]
+    assert cached == cfg_real and cached["conditioners"]["self_wav"]["model"] == "chroma_chord"
+
+
+def test_audiocraft_export_layout_and_extra_keys_load(tmp_path):
+    package = checkpoints.read(MUSICGEN / "musicgen-tiny-chord.th", "MusicGen-Chord checkpoint")
+    exported = tmp_path / "musicgen-chord.th"
+    # audiocraft's export_lm: the config as YAML text and the state under best_state, plus bookkeeping keys.
+    torch.save({"xp.cfg": OmegaConf.to_yaml(package["xp.cfg"]), "best_state": package["model"],
+                "version": "1.3.0", "exported": True}, exported)
+    cfg, state = generation.read_converted(exported)
+    _, reference = generation.read_converted(MUSICGEN / "musicgen-tiny-chord.th")
+    assert cfg["transformer_lm"]["n_q"] == 4 and all(torch.equal(state[k], reference[k]) for k in reference)
+
+
+def test_musicgen_config_without_an_lm_is_refused(tmp_path):
+    path = tmp_path / "musicgen-chord.th"
+    torch.save({"xp.cfg": OmegaConf.create({"sample_rate": 32000}), "model": {}}, path)
+    with pytest.raises(generation.GenerationError, match="no transformer_lm section"):
+        generation.read_converted(path)
+
+
+# --- BTC ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy-format"])
+def test_btc_with_numpy_statistics_gives_the_same_logits(legacy, tmp_path):
+    source = SHARED / "btc" / "btc_random_large_voca.pt"
+    package = checkpoints.read(source, "BTC checkpoint")
+    published = tmp_path / "btc_model_large_voca.pt"
+    # As BTC's training code saves it: numpy float64 statistics (std from np.sqrt), optimizer state beside.
+    torch.save({"model": package["model"], "mean": np.float64(package["mean"]),
+                "std": np.sqrt(np.float64(package["std"]) ** 2), "optimizer": {"lr": 1e-4}, "epoch": 100},
+               published, _use_new_zipfile_serialization=not legacy)
+    features = np.load(SHARED / "btc" / "progression_logcqt.npy")
+    ours = btc.load_model(published)
+    theirs = btc.load_model(source)
+    assert (ours.mean, ours.std) == pytest.approx((theirs.mean, theirs.std), abs=1e-12)
+    # Same weights and statistics: bit-identical logits, and the reference's within its stated 1e-4.
+    np.testing.assert_array_equal(ours.logits(features), theirs.logits(features))
+    reference = np.load(SHARED / "btc" / "btc_random_large_voca_logits.npy")
+    np.testing.assert_allclose(ours.logits(features), reference, atol=1e-4, rtol=0)
+
+
+# --- MBD -----------------------------------------------------------------------------------
+
+
+def test_mbd_published_layout_loads_without_running_code(tmp_path):
+    # The audiocraft-written fixture pickles OmegaConf band configs: it loads with the allow-list only.
+    unsafe = set(torch.serialization.get_unsafe_globals_in_checkpoint(MBD / "mbd-tiny.th"))
+    assert "omegaconf.dictconfig.DictConfig" in unsafe and unsafe <= set(checkpoints.allowed_names())
+    model = mbd.load_mbd(MBD / "mbd-tiny.th")
+    assert len(model.bands) == 4 and model.sample_rate == 32000
