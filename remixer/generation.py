@@ -655,7 +655,15 @@ def write_random_encodec(directory: Path, seed: int = 0, full_size: bool = False
     from transformers import EncodecModel
 
     torch.manual_seed(seed)
-    EncodecModel(encodec_config(full_size)).save_pretrained(str(directory))
+    model = EncodecModel(encodec_config(full_size))
+    # transformers leaves the codebooks zero (training fills them): every code would decode alike,
+    # and a test could not tell one token, or one stereo channel, from another.
+    with torch.no_grad():
+        for layer in model.quantizer.layers:
+            layer.codebook.embed.normal_()
+            layer.codebook.embed_avg.copy_(layer.codebook.embed)
+            layer.codebook.cluster_size.fill_(1.0)
+    model.save_pretrained(str(directory))
     return [directory / "config.json", directory / "model.safetensors"]
 
 

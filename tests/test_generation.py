@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -138,10 +139,12 @@ def test_conversion_is_cached_and_redone_when_the_source_changes(tmp_path, tiny_
     state = cache / "model.safetensors"
     first = state.stat().st_mtime_ns
     assert generation.convert_checkpoint(th) == cache and state.stat().st_mtime_ns == first
-    time.sleep(0.01)
-    th.write_bytes(th.read_bytes())  # same content, new file: converted again
+    stat = th.stat()
+    os.utime(th, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))  # the source changed: converted again
+    state.unlink()  # so a re-conversion is visible without comparing timestamps
     generation.convert_checkpoint(th)
-    assert state.stat().st_mtime_ns != first
+    assert state.is_file()
+    assert json.loads((cache / "source.json").read_text())["mtime_ns"] == stat.st_mtime_ns + 1_000_000
     assert not list(tmp_path.glob("*.tmp"))
 
 

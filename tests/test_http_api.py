@@ -74,6 +74,16 @@ def start_server(weights_dir: Path, tmp: Path, log_path: Path, **extra_env: str)
     return {"url": base, "tmp": tmp, "process": process, "baseline": baseline, "log": log}
 
 
+def eventually(condition, timeout: float = 60) -> bool:
+    """True as soon as `condition()` holds; False if it never does within `timeout`."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def stop_server(server: dict) -> None:
     """Stop by PID (its process group: the worker too)."""
     process = server["process"]
@@ -283,7 +293,8 @@ def test_cancel_stops_the_work_and_busy_server_answers_409(server):
         assert status == 200
         final = hooks.wait_for(lambda e: e.get("status") in {"succeeded", "failed", "canceled"}, timeout=120)
         assert final["status"] == "canceled"
-        time.sleep(1)
+        # The worker cleans up as the cancel unwinds; READY again means it has finished doing so.
+        assert eventually(lambda: _request(f"{server['url']}/health-check")[1]["status"] == "READY")
         assert not leftovers(server)
         outputs = server["tmp"] / "remixer-outputs"
         assert not outputs.exists() or not any(outputs.iterdir())

@@ -68,3 +68,32 @@ def test_tiny_writer_uses_the_published_layout(tmp_path):
         assert set(package[band]["model_state"]) == set(reference[0]["model_state"])  # band 0: no transformer
         assert type(package[band]["cfg"]).__name__ == "DictConfig"
     assert len(mbd.load_mbd(path).bands) == 4
+
+
+def test_default_step_list_is_the_references(model, reference):
+    """No step list given: audiocraft's default chain (every 50th of 1000 steps, then 0), same output."""
+    band = model.bands[0]
+    out = band.sample(reference["latent"], reference["noises"][0], None,
+                      torch.Generator().manual_seed(reference["default_steps_seed"]))
+    torch.testing.assert_close(out, reference["default_steps_band0"], atol=1e-4, rtol=1e-4)
+    assert len(mbd.DEFAULT_STEPS) == 21 and mbd.DEFAULT_STEPS[0] == 999 and mbd.DEFAULT_STEPS[-1] == 0
+
+
+def test_tokens_reach_mbd_as_the_reference_quantizer_latent(tiny_weights):
+    """codec_latent (transformers' EnCodec quantizer) equals audiocraft's RVQ decoding of the same codes."""
+    from transformers import EncodecModel
+
+    reference = torch.load(FIXTURES / "mbd-tiny.reference.pt", weights_only=True)
+    codec = EncodecModel.from_pretrained(str(tiny_weights / "encodec")).eval()
+    codebooks = torch.randn(4, 2048, 128, generator=torch.Generator().manual_seed(reference["codebook_seed"]))
+    with torch.no_grad():
+        for layer, codebook in zip(codec.quantizer.layers, codebooks):
+            layer.codebook.embed.copy_(codebook)
+
+    class Model:  # what codec_latent reads of a MusicGen model: its audio encoder and device
+        audio_encoder = codec
+        device = torch.device("cpu")
+
+    with torch.no_grad():
+        latent = mbd.codec_latent(Model(), reference["codes"][0])
+    torch.testing.assert_close(latent, reference["codes_latent"], atol=1e-5, rtol=0)

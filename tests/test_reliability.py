@@ -125,6 +125,10 @@ def test_thirty_predictions_do_not_leak(server):
         rss[index] = _rss_kb(worker)
         fds[index] = len(os.listdir(f"/proc/{worker}/fd"))
     assert _worker(server) == worker  # same worker throughout: nothing crashed
-    assert rss[29] <= 1.10 * rss[2], (rss[2], rss[29])
+    # Growth per request, fitted over the requests after warm-up: a leak of 3 MB per request
+    # (a kept model output, an unclosed buffer) shows as a slope of about 3000 KB.
+    steady = list(range(5, 30))
+    slope_kb = float(np.polyfit(steady, [rss[i] for i in steady], 1)[0])
+    assert slope_kb < 1000, (slope_kb, rss)
     assert fds[29] <= fds[2] + 2, (fds[2], fds[29])
     assert leftovers(server) == []

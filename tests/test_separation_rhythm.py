@@ -128,3 +128,24 @@ def test_decoder_recovers_bpm_and_downbeats_with_tempo_drift(analyzer):
     errors = np.abs(found[None, :] - inner[:, None]).min(axis=1)
     assert errors.max() <= 0.020
     assert len(found) <= len(downbeats) + 1
+
+
+def test_stems_equal_demucs_infers_own_separator_by_name(separator, tiny_weights, tmp_path):
+    """Our Separator against demucs-infer's own entry point (Separator.separate_tensor) on the same
+    random htdemucs and input: same values, each stem under its own name, back on the input's scale."""
+    import hashlib
+    import shutil
+
+    from demucs_infer.api import Separator as DemucsSeparator
+
+    (source,) = list((tiny_weights / "demucs").glob("955717e8-*.th"))
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:8]  # demucs checks the name's checksum
+    shutil.copy(source, tmp_path / f"955717e8-{digest}.th")
+    theirs = DemucsSeparator(model="955717e8", repo=tmp_path, device="cpu", shifts=0, overlap=separator.overlap)
+    music = 3.0 * song(4.0) + 0.5  # loud and off-centre: the standardisation must be undone exactly
+    _, expected = theirs.separate_tensor(torch.from_numpy(music), SR)
+    ours = separator.separate(music, SR)
+    assert list(expected) == list(separator.model.sources) and set(ours) == set(STEM_NAMES)
+    for name in STEM_NAMES:
+        np.testing.assert_allclose(ours[name], expected[name].numpy(), atol=1e-5, rtol=1e-5, err_msg=name)
+    assert not np.allclose(ours["vocals"], ours["drums"])  # the names pick different stems

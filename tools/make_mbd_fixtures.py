@@ -10,7 +10,10 @@ layout of the published `mbd_musicgen_32khz.th` (sample_rate, n_bands, and per
 band: cfg, model_state, processor_state) and records, for a given EnCodec
 latent, given initial noise and a given random seed for the sampler, the
 reference output of every band and of the whole decode with the final
-equalisation against a given EnCodec waveform.
+equalisation against a given EnCodec waveform. Also: one band sampled with
+audiocraft's default step list (what the product uses when none is given),
+and the token -> latent path (audiocraft's residual vector quantizer decoding
+given codes with given codebooks: the condition MBD reads).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import torch
 from audiocraft.models.builders import get_diffusion_model, get_processor
 from audiocraft.models.multibanddiffusion import DiffusionProcess, MultiBandDiffusion
 from audiocraft.modules.diffusion_schedule import NoiseSchedule
+from audiocraft.quantization.vq import ResidualVectorQuantizer
 from omegaconf import OmegaConf
 
 SAMPLE_RATE = 32000
@@ -29,6 +33,7 @@ HOP = 640  # EnCodec 32 kHz frames
 CODEC_DIM = 128
 BANDS = 4
 FRAMES = 10
+CODEBOOK_SEED = 31
 
 
 def band_cfg(band: int, transformer: bool):
@@ -100,8 +105,21 @@ def main() -> None:
     mbd = MultiBandDiffusion(DPs=processes, codec_model=_Codec())
     summed = torch.stack(bands).sum(dim=0)
     equalised = mbd.re_eq(wav=summed, ref=encodec_wav, n_bands=32)
+    torch.manual_seed(200)
+    default_steps_band0 = processes[0].generate(condition=latent, initial_noise=noises[0], step_list=None)
+
+    # The 32 kHz codec's quantizer: 4 codebooks of 2048 entries, 128 wide, no projection.
+    rvq = ResidualVectorQuantizer(dimension=CODEC_DIM, n_q=4, bins=2048).eval()
+    # Regenerated from its seed by the test (4 MB not committed); randn on the CPU is reproducible.
+    codebooks = torch.randn(4, 2048, CODEC_DIM, generator=torch.Generator().manual_seed(CODEBOOK_SEED))
+    for layer, codebook in zip(rvq.vq.layers, codebooks):
+        layer._codebook.embed.copy_(codebook)
+    codes = torch.randint(0, 2048, (1, 4, FRAMES), generator=generator)
+    codes_latent = rvq.decode(codes)  # (1, 128, frames), as MultiBandDiffusion.get_condition's decode_latent
     torch.save({"latent": latent, "encodec_wav": encodec_wav, "noises": noises, "steps": steps,
-                "seeds": [100 + i for i in range(BANDS)], "bands": bands, "output": equalised},
+                "seeds": [100 + i for i in range(BANDS)], "bands": bands, "output": equalised,
+                "default_steps_seed": 200, "default_steps_band0": default_steps_band0,
+                "codebook_seed": CODEBOOK_SEED, "codes": codes, "codes_latent": codes_latent},
                out_dir / "mbd-tiny.reference.pt")
     print(f"mbd-tiny: {BANDS} bands, output {tuple(equalised.shape)}")
 

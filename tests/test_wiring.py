@@ -1,0 +1,255 @@
+"""Wiring tests: one stage's result fixed, the next stage must receive exactly it.
+
+With random weights All-In-One finds no beats and BTC finds noise chords, so an
+end-to-end run cannot show that beat-sync gets the right downbeats or that the
+request's chord settings reach generation. Here the real `Remixer` runs every
+stage with the tiny weights, except one stage whose result is fixed (named in
+each test: a known rhythm, a known chord list, known generated music); spies
+record what the following stages receive. Nothing else is replaced.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from btc import ChordSegment
+from remixer import beatsync, chords, generation, mix, rhythm, separation
+from remixer.pipeline import Remixer
+from remixer.request import RemixRequest
+from tests.conftest import dominant_frequency, tone
+
+SR = 44100
+SECONDS = 8.0
+SONG_DOWNBEATS = [0.5, 2.5, 4.5, 6.5]  # 120 bpm, 4/4
+GENERATED_DOWNBEATS = [0.4, 2.3, 4.2, 6.1]  # the new band 5% fast, a little early
+KNOWN_CHORDS = [ChordSegment(0.0, 3.0, "D:min7"), ChordSegment(3.0, 5.5, "G:7"), ChordSegment(5.5, SECONDS, "C:maj7")]
+
+
+@pytest.fixture(scope="module")
+def remixer(tiny_weights):
+    return Remixer(tiny_weights, "cpu", offline=True)
+
+
+@pytest.fixture(scope="module")
+def song(tmp_path_factory):
+    path = tmp_path_factory.mktemp("wiring") / "song.wav"
+    music = tone(220, SECONDS, SR, amplitude=0.3) + tone(330, SECONDS, SR, amplitude=0.2)
+    sf.write(path, music.T, SR, subtype="FLOAT")
+    return path
+
+
+class Spy:
+    """Wraps a callable, records each call's arguments, returns what the real one returns (or `result`)."""
+
+    def __init__(self, real, result=None):
+        self.real, self.result, self.calls = real, result, []
+
+    def __call__(self, *args, **kwargs):
+        self.calls.append((args, kwargs))
+        out = self.real(*args, **kwargs)
+        return out if self.result is None else self.result(len(self.calls), out, *args, **kwargs)
+
+
+def _known_rhythm(song_downbeats=SONG_DOWNBEATS, generated_downbeats=GENERATED_DOWNBEATS):
+    """The rhythm stage fixed: the song's downbeats on its first call, the generated music's on the second."""
+
+    def fixed(call, _real, _stems):
+        downbeats = song_downbeats if call == 1 else generated_downbeats
+        beats = sorted({t + k * 0.5 for t in downbeats for k in range(4)})
+        return rhythm.Rhythm(bpm=120.0 if call == 1 else 126.0, beats=beats, downbeats=list(downbeats))
+
+    return fixed
+
+
+def _clicks(times, length, rate, channels):
+    """Known generated music: a short click on each generated downbeat, silence between."""
+    out = np.zeros((channels, length), np.float32)
+    burst = np.hanning(64).astype(np.float32) * 0.9
+    for t in times:
+        start = int(round(t * rate))
+        out[:, start:start + 64] = burst
+    return out
+
+
+def _click_times(audio: np.ndarray, rate: int) -> list[float]:
+    envelope = np.abs(audio).max(axis=0)
+    above = np.flatnonzero(envelope > 0.5 * envelope.max())
+    groups = np.split(above, np.flatnonzero(np.diff(above) > rate // 10) + 1)
+    return [float(group[np.argmax(envelope[group])]) / rate for group in groups if len(group)]
+
+
+def test_wiring_beat_sync_gets_both_downbeat_lists_in_order_and_lands_clicks_on_the_songs_downbeats(
+        remixer, song, tmp_path, monkeypatch):
+    """Fixed: the rhythm stage (song and generated downbeats) and the generated music (clicks on
+    the generated downbeats). Real: decode, separation, chords, generation, beat-sync, mix, encode."""
+    analyze = Spy(remixer.analyzer.analyze, _known_rhythm())
+    monkeypatch.setattr(remixer.analyzer, "analyze", analyze)
+    separate = Spy(remixer.separator.separate)
+    monkeypatch.setattr(remixer.separator, "separate", separate)
+
+    def clicks_instead(_call, generated, *args, **kwargs):
+        audio = _clicks(GENERATED_DOWNBEATS, generated.audio.shape[1], generated.sample_rate, generated.audio.shape[0])
+        return generation.Generated(generated.tokens, audio, generated.sample_rate, generated.seed)
+
+    monkeypatch.setattr(generation, "generate", Spy(generation.generate, clicks_instead))
+    sync = Spy(beatsync.sync_to_downbeats)
+    monkeypatch.setattr(beatsync, "sync_to_downbeats", sync)
+
+    request = RemixRequest.from_inputs(prompt="funk", music_input=song, model_version="chord", seed=4,
+                                       beat_sync_threshold=0.45, return_instrumental=True,
+                                       normalization_strategy="peak")
+    result = remixer.remix(request, tmp_path)
+
+    # The generated music is separated and analysed: the second separation gets exactly it.
+    (song_args, _), (generated_args, _) = separate.calls
+    assert generated_args[1] == generation.SAMPLE_RATE
+    assert np.array_equal(generated_args[0], _clicks(GENERATED_DOWNBEATS, int(SECONDS * 32000), 32000, 1))
+    ((audio_in, rate, generated_downbeats, target_downbeats), kwargs), = sync.calls
+    assert rate == generation.SAMPLE_RATE
+    assert list(generated_downbeats) == GENERATED_DOWNBEATS and list(target_downbeats) == SONG_DOWNBEATS
+    assert kwargs == {"threshold": 0.45, "bpm": 120.0}  # the request's threshold, the song's tempo
+    # On the output: every click now sits on one of the song's downbeats.
+    instrumental, rate = sf.read(result.instrumental, dtype="float32", always_2d=True)
+    clicks = _click_times(instrumental.T, rate)
+    assert len(clicks) == len(SONG_DOWNBEATS)
+    assert np.max(np.abs(np.array(clicks) - SONG_DOWNBEATS)) < 0.003, clicks
+    remix, _ = sf.read(result.remix, dtype="float32", always_2d=True)
+    assert np.abs(remix).max() > 0  # vocals mixed over the synced clicks
+
+
+def test_wiring_no_song_downbeats_means_no_sync_and_no_second_analysis(remixer, song, tmp_path, monkeypatch):
+    """Fixed: the rhythm stage finds no downbeats in the song."""
+    analyze = Spy(remixer.analyzer.analyze, lambda *_: rhythm.Rhythm(bpm=None))
+    monkeypatch.setattr(remixer.analyzer, "analyze", analyze)
+    sync = Spy(beatsync.sync_to_downbeats)
+    monkeypatch.setattr(beatsync, "sync_to_downbeats", sync)
+    remixer.remix(RemixRequest.from_inputs(prompt="x", music_input=song, model_version="chord", seed=1), tmp_path)
+    assert len(analyze.calls) == 1 and sync.calls == []
+
+
+@pytest.mark.parametrize("large", [True, False])
+def test_wiring_known_chords_reach_generation_as_chroma_times_the_coefficient(
+        large, remixer, song, tmp_path, monkeypatch):
+    """Fixed: the chord recognizer's result (a known chord list). Real: everything else."""
+    used = {}
+    for vocabulary, recognizer in remixer.recognizers.items():
+        spy = Spy(recognizer.recognize, lambda *_args, **_kw: list(KNOWN_CHORDS))
+        monkeypatch.setattr(recognizer, "recognize", spy)
+        used[vocabulary] = spy
+    generate = Spy(generation.generate)
+    monkeypatch.setattr(generation, "generate", generate)
+
+    request = RemixRequest.from_inputs(prompt="jazz", music_input=song, model_version="chord", seed=2,
+                                       large_chord_voca=large, chroma_coefficient=1.7)
+    result = remixer.remix(request, tmp_path)
+
+    assert len(used[large].calls) == 1 and used[not large].calls == []  # large_chord_voca picks the recognizer
+    (heard, rate), _ = used[large].calls[0]
+    assert rate == separation.SAMPLE_RATE
+    assert heard.shape == (2, int(SECONDS * SR))
+    (args, kwargs), = generate.calls
+    chroma = args[2]
+    expected = chords.segments_to_chroma(KNOWN_CHORDS, SECONDS, 1.7)
+    assert np.array_equal(chroma, expected) and np.unique(chroma).tolist() == pytest.approx([0.0, 1.7])
+    assert result.analysis.chords == KNOWN_CHORDS
+
+
+def test_wiring_chords_listen_to_the_drumless_stems_and_the_mix_gets_the_vocals(
+        remixer, song, tmp_path, monkeypatch):
+    """Fixed: nothing; spies on the separation result, the recognizer's input and the mix's vocals."""
+    separate = Spy(remixer.separator.separate)
+    monkeypatch.setattr(remixer.separator, "separate", separate)
+    recognizer = remixer.recognizers[True]
+    recognize = Spy(recognizer.recognize)
+    monkeypatch.setattr(recognizer, "recognize", recognize)
+    prepare = Spy(mix.prepare_vocals)
+    monkeypatch.setattr(mix, "prepare_vocals", prepare)
+    remixer.remix(RemixRequest.from_inputs(prompt="x", music_input=song, seed=5), tmp_path)  # stereo model
+
+    # Spy on the real separation's output through a second call with the same input: deterministic.
+    (song_samples, song_rate), _ = separate.calls[0]
+    stems = remixer.separator.separate(song_samples, song_rate)
+    (heard, _), _ = recognize.calls[0]
+    np.testing.assert_array_equal(heard, stems.drumless)
+    (vocals, vocals_rate, rate, channels, length), _ = prepare.calls[0]
+    np.testing.assert_array_equal(vocals, stems.vocals)
+    assert (vocals_rate, rate, channels, length) == (separation.SAMPLE_RATE, 32000, 2, int(SECONDS * 32000))
+
+
+def test_wiring_sampling_settings_seed_prompt_and_model_reach_generation(remixer, song, tmp_path, monkeypatch):
+    """Fixed: the rhythm stage (a known tempo, so the prompt gets its bpm)."""
+    monkeypatch.setattr(remixer.analyzer, "analyze",
+                        Spy(remixer.analyzer.analyze, lambda *_: rhythm.Rhythm(bpm=97.4)))
+    generate = Spy(generation.generate)
+    monkeypatch.setattr(generation, "generate", generate)
+    request = RemixRequest.from_inputs(prompt="bossa nova", music_input=song, model_version="chord", seed=123,
+                                       top_k=7, top_p=0.3, temperature=0.8, classifier_free_guidance=2)
+    result = remixer.remix(request, tmp_path)
+    (model, prompt, _chroma, duration, sampling), kwargs = generate.calls[0]
+    assert model.chord_facts.version == "chord"
+    assert prompt == "bossa nova" and duration == pytest.approx(SECONDS)
+    assert sampling == generation.Sampling(top_k=7, top_p=0.3, temperature=0.8, classifier_free_guidance=2)
+    assert kwargs["seed"] == 123 and kwargs["bpm"] == 97.4 and result.seed == 123
+    assert generation.build_prompt(prompt, kwargs["bpm"]) == "bossa nova, bpm : 97"
+
+
+def test_sampling_settings_change_the_tokens(mono_model):
+    """Each sampling input changes what the sampler draws (same seed), so a dropped one shows."""
+    chroma = chords.segments_to_chroma(KNOWN_CHORDS, 2.0)
+    base = generation.Sampling(top_k=50, top_p=0.0, temperature=1.0, classifier_free_guidance=3.0)
+    reference = generation.generate(mono_model, "x", chroma, 1.0, base, seed=9).tokens
+    for change in (dict(top_k=2), dict(top_p=0.5), dict(temperature=0.3), dict(classifier_free_guidance=0.0)):
+        varied = generation.Sampling(**{**base.__dict__, **change})
+        assert not torch.equal(generation.generate(mono_model, "x", chroma, 1.0, varied, seed=9).tokens,
+                               reference), change
+
+
+@pytest.fixture(scope="module")
+def mono_model(remixer):
+    return remixer.load_version("chord")
+
+
+@pytest.fixture(scope="module")
+def stereo_model(remixer):
+    return remixer.load_version("stereo-chord")
+
+
+def test_stereo_tokens_decode_left_and_right_from_interleaved_codebooks(stereo_model, mono_model):
+    """Codebooks 0, 2, 4, 6 are the left channel and 1, 3, 5, 7 the right (interleaved)."""
+    frames = 50
+    generator = torch.Generator().manual_seed(0)
+    left = torch.randint(0, 2048, (4, frames), generator=generator)
+    right = torch.randint(0, 2048, (4, frames), generator=generator)
+    interleaved = torch.stack([left, right], dim=1).reshape(8, frames)
+    audio = generation.decode_tokens(stereo_model, interleaved)
+    expected_left = generation.decode_tokens(mono_model, left)[0]
+    expected_right = generation.decode_tokens(mono_model, right)[0]
+    assert audio.shape == (2, frames * 640)
+    assert np.abs(expected_left - expected_right).max() > 1e-3  # the two channels are clearly different
+    np.testing.assert_allclose(audio[0], expected_left, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(audio[1], expected_right, atol=1e-6, rtol=0)
+
+
+def test_stereo_generation_keeps_the_channel_order_through_generate(stereo_model):
+    result = generation.generate(stereo_model, "x", chords.segments_to_chroma(KNOWN_CHORDS, 2.0), 0.5,
+                                 generation.Sampling(top_k=20), seed=3)
+    codes = result.tokens
+    left = generation.decode_tokens(stereo_model, torch.stack([codes[0::2], codes[0::2]], 1).reshape(8, -1))[0]
+    right = generation.decode_tokens(stereo_model, torch.stack([codes[1::2], codes[1::2]], 1).reshape(8, -1))[1]
+    np.testing.assert_allclose(result.audio[0], left[:result.audio.shape[1]], atol=1e-6, rtol=0)
+    np.testing.assert_allclose(result.audio[1], right[:result.audio.shape[1]], atol=1e-6, rtol=0)
+
+
+def test_stereo_vocals_keep_their_channel_order_in_the_mix():
+    vocals = np.stack([tone(440, 2.0, SR, channels=1)[0], tone(660, 2.0, SR, channels=1)[0]])
+    prepared = mix.prepare_vocals(vocals, SR, 32000, 2, 64000)
+    assert dominant_frequency(prepared[0], 32000) == pytest.approx(440, abs=2)
+    assert dominant_frequency(prepared[1], 32000) == pytest.approx(660, abs=2)
+    quiet = np.zeros((2, 64000), np.float32)
+    quiet[:, ::997] = 1e-4  # an almost silent instrumental: the mix is the vocals
+    remix = mix.mix(quiet, prepared, 32000, "peak")
+    assert dominant_frequency(remix[0], 32000) == pytest.approx(440, abs=2)
+    assert dominant_frequency(remix[1], 32000) == pytest.approx(660, abs=2)
