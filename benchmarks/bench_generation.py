@@ -1,77 +1,120 @@
-"""MusicGen-Chord generation speed and memory, random weights at the published shapes.
+"""MusicGen-Chord decoding speed: our decode loop against transformers' own generate(), in one run.
 
-    .venv/bin/python benchmarks/bench_generation.py                      # tiny and medium, 2 s, CPU
-    .venv/bin/python benchmarks/bench_generation.py --shape large --device cuda --seconds 30   # on a GPU
+    .venv/bin/python benchmarks/bench_generation.py                    # CPU: tiny and host shapes, 1 thread
+    .venv/bin/python benchmarks/bench_generation.py --shape medium --shape large --device cuda   # on a GPU
 
-The decoder has the real shape read from a published-layout xp.cfg (medium:
-1.5 B parameters, dim 1536, 48 layers; large: 3.3 B); it is built with random
-weights directly in the transformers layout, so the 6 GB conversion step is
-not part of the measurement. T5 and EnCodec are the tiny test ones (their cost
-is a one-off encode and decode, small next to the decoder's per-token cost).
+Both decode the same model (random weights in the published layout's shapes,
+built directly in the transformers layout), the same condition prefix, the
+same number of steps, classifier-free guidance 3, top-k 250. "host" is the
+medium model's depth (48 layers) at width 64: it measures the per-step host
+cost that eager decoding pays on any device (SPEC section 11). On CUDA the
+table also gives ms per step and its ratio to the bandwidth floor (reading the
+decoder's weights once per step at 3.0 TB/s).
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from remixer import generation
-from remixer.chords import segments_to_chroma
-from btc import ChordSegment
+from remixer import decoding, generation
 
 SHAPES = {
     "tiny": generation.TINY_LM,
+    "host": {"dim": 64, "num_heads": 2, "num_layers": 48, "hidden_scale": 4},
     "medium": {"dim": 1536, "num_heads": 24, "num_layers": 48, "hidden_scale": 4},
     "large": {"dim": 2048, "num_heads": 32, "num_layers": 48, "hidden_scale": 4},
 }
+BANDWIDTH = 3.0e12  # bytes/s an H100 copy was measured to move (SPEC section 11)
 
 
-def peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+def build(shape: str, version: str, device: torch.device, root: Path):
+    from transformers import EncodecModel, T5EncoderModel
 
-
-def run(shape: str, seconds: float, device: str, stereo: bool) -> tuple:
-    version = "stereo-chord" if stereo else "chord"
     cfg = generation.xp_cfg(version, **SHAPES[shape])
-    with tempfile.TemporaryDirectory() as tmp:
-        t5 = generation.write_random_t5(Path(tmp) / "t5")[0].parent
-        encodec = generation.write_random_encodec(Path(tmp) / "encodec")[0].parent
-        start = time.perf_counter()
-        from transformers import EncodecModel, T5EncoderModel
+    t5 = generation.write_random_t5(root / "t5")[0].parent
+    encodec = generation.write_random_encodec(root / "encodec")[0].parent
+    model = generation.assemble(cfg, T5EncoderModel.from_pretrained(str(t5)), EncodecModel.from_pretrained(str(encodec)))
+    model.chord_facts = generation.facts_from_cfg(cfg, version)
+    return generation._prepare(model, device)
 
-        model = generation.assemble(cfg, T5EncoderModel.from_pretrained(str(t5)),
-                                    EncodecModel.from_pretrained(str(encodec)))
-        model.chord_facts = generation.facts_from_cfg(cfg, version)
-        model = generation._prepare(model, torch.device(device))
-        build = time.perf_counter() - start
-        params = sum(p.numel() for p in model.decoder.parameters()) / 1e9
-        chroma = segments_to_chroma([ChordSegment(0, seconds, "C")], seconds)
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def ours(model, prefix, steps: int, device) -> float:
+    decoder = generation.decoder_for(model)
+    plan = decoding.plan_window(torch.zeros((model.chord_facts.codebooks, 0), dtype=torch.long),
+                                steps - model.chord_facts.max_delay, decoder.delays, device)
+    settings = decoding.SamplingSettings(top_k=250, guidance=3.0)
+    window = decoding.WindowDecoder(decoder)
+    window.decode(prefix, plan, settings, torch.Generator(device=device).manual_seed(0))  # warm-up, capture
+    synchronize(device)
+    start = time.perf_counter()
+    window.decode(prefix, plan, settings, torch.Generator(device=device).manual_seed(1))
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def theirs(model, encoded, prefix, steps: int, device) -> float:
+    kwargs = dict(input_ids=encoded.ids, encoder_hidden_states=prefix, max_new_tokens=steps, do_sample=True,
+                  top_k=250, guidance_scale=3.0)
+    with torch.inference_mode():
+        model.generate(**{**kwargs, "max_new_tokens": 8})  # warm-up
+        synchronize(device)
         start = time.perf_counter()
-        result = generation.generate(model, "benchmark", chroma, seconds, seed=0)
-        elapsed = time.perf_counter() - start
-    steps = result.tokens.shape[1] + model.chord_facts.max_delay
-    return shape, version, params, build, steps / elapsed, seconds / elapsed, peak_rss_gb()
+        model.generate(**kwargs)
+        synchronize(device)
+    return time.perf_counter() - start
+
+
+def run(shape: str, version: str, steps: int, device: torch.device) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        model = build(shape, version, device, Path(tmp))
+        encoded = generation.encode_text(model, "benchmark, bpm : 120")
+        window = np.zeros((235, 12), np.float32)
+        window[:, [0, 4, 7]] = 1
+        prefix = generation.condition_prefix(model, encoded, window, guided=True)
+        ours_s = ours(model, prefix.to(generation.decoder_for(model).dtype), steps, device)
+        theirs_s = theirs(model, encoded, prefix.to(model.decoder.dtype), steps, device)
+        weights = sum(p.numel() * p.element_size() for p in model.decoder.parameters())
+    row = {"shape": shape, "version": version, "steps": steps, "ours_tps": steps / ours_s,
+           "theirs_tps": steps / theirs_s, "ratio": theirs_s / ours_s, "ours_ms": 1000 * ours_s / steps,
+           "floor_ms": 1000 * weights / BANDWIDTH}
+    return row
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", choices=list(SHAPES), action="append")
-    parser.add_argument("--seconds", type=float, default=2.0)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--stereo", action="store_true")
+    parser.add_argument("--steps", type=int, default=250)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: the host-bound case)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
-    rows = [run(shape, args.seconds, args.device, args.stereo) for shape in (args.shape or ["tiny", "medium"])]
-    print(f"{args.seconds:g} s of audio with classifier-free guidance 3, device {args.device}, "
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    version = "stereo-chord" if args.stereo else "chord"
+    rows = [run(shape, version, args.steps, device) for shape in (args.shape or ["tiny", "host"])]
+    print(f"{args.steps} steps, classifier-free guidance 3, top-k 250, device {device}, "
           f"torch threads {torch.get_num_threads()}")
-    print("| shape | version | decoder params (B) | build (s) | tokens/s | real-time factor | peak RSS (GB) |")
+    print("| shape | version | ours (tokens/s) | transformers generate (tokens/s) | ratio | ours (ms/step) "
+          "| bandwidth floor (ms/step) |")
     print("|---|---|---|---|---|---|---|")
-    for shape, version, params, build, rate, rtf, rss in rows:
-        print(f"| {shape} | {version} | {params:.2f} | {build:.1f} | {rate:.2f} | {rtf:.3f} | {rss:.1f} |")
+    for r in rows:
+        print(f"| {r['shape']} | {r['version']} | {r['ours_tps']:.1f} | {r['theirs_tps']:.1f} | {r['ratio']:.2f}x "
+              f"| {r['ours_ms']:.2f} | {r['floor_ms']:.2f} |")
+    large = SHAPES["large"]
+    positions = 235 + 20 + 1 + 30 * generation.FRAME_RATE + 3  # condition, text, BOS, 30 s, delay
+    cache = decoding.kv_cache_bytes(large["num_layers"], large["dim"], rows=2, positions=positions)
+    print(f"KV cache of a 30 s window, large stereo model, CFG (2 rows), float16: {cache / 2**20:.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from remixer import checkpoints, weights
+from remixer import checkpoints, decoding, weights
 from remixer.chords import WINDOW_SECONDS, window_chroma
 from remixer.device import pick_device
 
@@ -263,9 +263,30 @@ def assemble(cfg: dict, text_encoder, audio_encoder, state: dict[str, torch.Tens
 
 def _prepare(model, device: torch.device):
     model.to(device).eval()
+    if device.type == "cuda":
+        # The decode loop reads every decoder weight once per step: half the bytes in 16 bits.
+        model.decoder.to(_cuda_decoder_dtype())
     gen = model.generation_config
     gen.decoder_start_token_id = gen.pad_token_id = gen.bos_token_id = CARD
     return model
+
+
+def _cuda_decoder_dtype() -> torch.dtype:
+    """float16 by default (MusicGen was trained under float16 autocast); REMIXER_DECODER_DTYPE=bfloat16
+    or float32 where a model's activations overflow float16."""
+    name = os.environ.get("REMIXER_DECODER_DTYPE", "float16")
+    choices = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+    if name not in choices:
+        raise GenerationError(f"REMIXER_DECODER_DTYPE must be one of {', '.join(choices)}, got {name!r}")
+    return choices[name]
+
+
+def decoder_for(model) -> decoding.Decoder:
+    """Our decode loop over the model's own decoder weights, built once per model."""
+    decoder = getattr(model, "fast_decoder", None)
+    if decoder is None:
+        decoder = model.fast_decoder = decoding.Decoder(model)
+    return decoder
 
 
 def _materialise_buffers(model: torch.nn.Module) -> None:
@@ -377,33 +398,6 @@ def window_new_frames(duration: float) -> list[int]:
     return frames
 
 
-class _TokenCollector:
-    """A transformers streamer: keeps the delayed token grid and reports progress."""
-
-    def __init__(self, on_token: Callable[[], None]):
-        self.chunks: list[torch.Tensor] = []
-        self.on_token = on_token
-
-    def put(self, value: torch.Tensor) -> None:
-        first = not self.chunks
-        self.chunks.append(value.detach().reshape(value.shape[0], -1).cpu())
-        if not first:
-            self.on_token()
-
-    def end(self) -> None:
-        pass
-
-    def grid(self) -> torch.Tensor:
-        return torch.cat(self.chunks, dim=1)
-
-
-def _undelay(grid: torch.Tensor, facts: ModelFacts) -> torch.Tensor:
-    """Delayed (codebooks, 1 + steps) grid, BOS first -> aligned codes (codebooks, frames)."""
-    frames = grid.shape[1] - 1 - facts.max_delay
-    rows = [grid[k, 1 + k // facts.channels: 1 + k // facts.channels + frames] for k in range(facts.codebooks)]
-    return torch.stack(rows)
-
-
 @dataclass(frozen=True)
 class EncodedText:
     """The prompt through T5, once per request: token ids, T5's output and its mask (batch 1)."""
@@ -437,10 +431,10 @@ def condition_prefix(model, text: EncodedText, window: np.ndarray, guided: bool)
     if window.shape != (model.config.chroma_length, 12):
         raise GenerationError(f"a window's chroma must be {model.config.chroma_length} x 12, got {window.shape}")
     chroma = torch.from_numpy(np.ascontiguousarray(window, dtype=np.float32))[None].to(model.device)
-    states = text.states
+    states = text.states.to(model.device)
     if model.text_encoder.config.hidden_size != model.decoder.config.hidden_size:
         states = model.enc_to_dec_proj(states)
-    states = states * text.mask[..., None].to(states.dtype)
+    states = states * text.mask[..., None].to(states)
     condition = torch.cat([model.audio_enc_to_dec_proj(chroma), states.to(chroma.dtype)], dim=1)
     return torch.cat([condition, torch.zeros_like(condition)]) if guided else condition
 
@@ -476,38 +470,29 @@ def generate(
     total_steps = sum(n + facts.max_delay for n in new_per_window)
     done = 0
 
-    def step() -> None:
+    def step_to(count: int) -> None:
         nonlocal done
-        done += 1
+        done = count
         if progress:
             progress(done, total_steps)
 
     encoded = encode_text(model, text)
     guidance = sampling.classifier_free_guidance
-    guided = guidance is not None and guidance > 1  # as transformers: a scale of 1 is the condition alone
+    guided = guidance is not None and guidance > 1  # a scale of 1 is the condition alone
+    settings = decoding.SamplingSettings(sampling.top_k, sampling.top_p, sampling.temperature,
+                                         guidance if guided else None)
+    decoder = decoder_for(model)
+    window_decoder = decoding.WindowDecoder(decoder)
+    generator = torch.Generator(device=model.device).manual_seed(seed)
     codes = torch.zeros((facts.codebooks, 0), dtype=torch.long)
-    torch.manual_seed(seed)
     for index, (window, new_frames) in enumerate(zip(windows, new_per_window)):
-        collector = _TokenCollector(step)
-        with torch.inference_mode(), _half_precision_on_cuda(model.device):
-            prefix = condition_prefix(model, encoded, window, guided)
-        kwargs = dict(
-            # The text ids only size the batch: the condition is given whole, both rows built above.
-            input_ids=encoded.ids, encoder_hidden_states=prefix,
-            max_new_tokens=new_frames + facts.max_delay,
-            # As audiocraft: nucleus sampling when top_p > 0, else top-k.
-            do_sample=True, top_k=0 if sampling.top_p > 0 else sampling.top_k, top_p=sampling.top_p or 1.0,
-            temperature=sampling.temperature, guidance_scale=guidance if guided else None,
-            streamer=collector,
-        )
-        if index > 0:
-            prompt_codes = codes[:, -prompt_frames:]
-            bos = torch.full((facts.codebooks, 1), CARD, dtype=torch.long)
-            kwargs["decoder_input_ids"] = torch.cat([bos, prompt_codes], dim=1).to(model.device)
-        with torch.inference_mode(), _half_precision_on_cuda(model.device):
-            model.generate(**kwargs)
-        window_codes = _undelay(collector.grid(), facts)
-        codes = torch.cat([codes, window_codes[:, -new_frames:] if index > 0 else window_codes], dim=1)
+        prefix = condition_prefix(model, encoded, window, guided)
+        prompt = codes[:, -prompt_frames:] if index > 0 else codes
+        plan = decoding.plan_window(prompt, new_frames, decoder.delays, model.device)
+        before = done
+        window_codes = window_decoder.decode(prefix, plan, settings, generator,
+                                             progress=lambda chosen: step_to(before + chosen))
+        codes = torch.cat([codes, window_codes[:, prompt.shape[1]:].cpu()], dim=1)
         log.info("generation: window %d/%d done (%.0f s of %.0f s)", index + 1, len(starts),
                  min(codes.shape[1] / FRAME_RATE, duration), duration)
     codes = codes[:, :total_frames]
@@ -515,11 +500,6 @@ def generate(
     samples = int(round(duration * SAMPLE_RATE))
     audio = _fit_length(audio, samples)
     return Generated(codes, audio, SAMPLE_RATE, seed)
-
-
-def _half_precision_on_cuda(device: torch.device):
-    """float16 autocast on CUDA (matmuls in half, norms and softmax in float32); float32 on the CPU."""
-    return torch.autocast("cuda", dtype=torch.float16, enabled=device.type == "cuda")
 
 
 def decode_tokens(model, codes: torch.Tensor) -> np.ndarray:

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from btc import ChordSegment
-from remixer import chords, generation
+from remixer import chords, decoding, generation
 from remixer.generation import GenerationError, Sampling, load_musicgen_chord
 
 FIXTURES = Path(__file__).parent / "fixtures" / "musicgen"
@@ -107,21 +107,28 @@ def test_null_condition_row_is_exact_zeros_and_the_condition_row_is_unchanged(mo
     assert torch.count_nonzero(melody_null) > 0
 
 
-def test_the_guided_generation_uses_the_zero_null_row(mono, monkeypatch):
+@pytest.fixture
+def windows_seen(monkeypatch):
+    """Records what every window's decode receives (prefix, plan, sampling settings)."""
     seen = []
-    original = mono.generate
+    original = decoding.WindowDecoder.decode
 
-    def spy(**kwargs):
-        seen.append(kwargs)
-        return original(**kwargs)
+    def spy(self, prefix, plan, settings, generator, progress=None):
+        seen.append({"prefix": prefix, "plan": plan, "settings": settings})
+        return original(self, prefix, plan, settings, generator, progress)
 
-    monkeypatch.setattr(mono, "generate", spy)
+    monkeypatch.setattr(decoding.WindowDecoder, "decode", spy)
+    return seen
+
+
+def test_the_guided_generation_uses_the_zero_null_row(mono, windows_seen):
     generation.generate(mono, "funk", _chroma(2), 1.0, Sampling(classifier_free_guidance=3.0), seed=3)
     generation.generate(mono, "funk", _chroma(2), 1.0, Sampling(classifier_free_guidance=0.0), seed=3)
-    guided, plain = (call["encoder_hidden_states"] for call in seen)
-    assert guided.shape[0] == 2 and torch.count_nonzero(guided[1]) == 0 and seen[0]["guidance_scale"] == 3.0
-    assert plain.shape[0] == 1 and seen[1]["guidance_scale"] is None
-    assert torch.equal(guided[:1], plain)
+    guided, plain = windows_seen
+    assert guided["prefix"].shape[0] == 2 and torch.count_nonzero(guided["prefix"][1]) == 0
+    assert guided["settings"].guidance == 3.0
+    assert plain["prefix"].shape[0] == 1 and plain["settings"].guidance is None
+    assert torch.equal(guided["prefix"][:1], plain["prefix"])
 
 
 def test_facts_of_every_version(tiny_weights):
@@ -207,35 +214,29 @@ def test_prompt_rules(mono):
         generation.generate(mono, "   ", _chroma(1), 1.0, seed=1)
 
 
-def test_long_songs_continue_window_by_window_on_their_own_chords(mono, monkeypatch):
-    seen = []
-    original = mono.generate
-
-    def spy(**kwargs):
-        seen.append(kwargs)
-        return original(**kwargs)
-
-    monkeypatch.setattr(mono, "generate", spy)
+def test_long_songs_continue_window_by_window_on_their_own_chords(mono, windows_seen):
     song = _chroma(40)
     steps = []
     long = generation.generate(mono, "funk", song, 40.0, seed=7, progress=lambda done, total: steps.append((done, total)))
     assert long.tokens.shape == (4, 2000) and long.audio.shape == (1, 40 * 32000)
     # Windows at 0 s and 18 s; the second is prompted with the last 12 s of tokens ...
-    assert len(seen) == 2
-    prompt = seen[1]["decoder_input_ids"]
-    assert prompt.shape == (4, 1 + 600)
-    assert torch.equal(prompt[:, 1:].cpu(), long.tokens[:, 900:1500])
+    assert len(windows_seen) == 2
+    plan = windows_seen[1]["plan"]
+    assert plan.first == 1 + 600 and plan.frames == 600 + 500
+    known = decoding.aligned(plan.grid, [0, 1, 2, 3], 600)
+    assert torch.equal(known.cpu(), long.tokens[:, 900:1500])
+    assert bool(plan.fixed[:, :601].all()) and not bool(plan.fixed[0, 601:1101].any())
     # ... and conditioned on the chords of its own part of the song, cut from the one chroma.
     expected = chords.window_chroma(song, [0.0, 18.0])
-    for call, window in zip(seen, expected):
+    for call, window in zip(windows_seen, expected):
         with torch.inference_mode():
             projected = mono.audio_enc_to_dec_proj(torch.from_numpy(window)[None])
-        assert torch.equal(call["encoder_hidden_states"][:1, :235], projected)
+        assert torch.equal(call["prefix"][:1, :235], projected)
     assert not np.array_equal(expected[0], expected[1])
     # Progress counts every generated step once, up to the total.
     assert steps[-1][0] == steps[-1][1] == (1500 + 3) + (500 + 3)
+    assert all(b[0] > a[0] for a, b in zip(steps, steps[1:]))
     # The first window is the same as a 30 s generation with the same seed.
-    monkeypatch.setattr(mono, "generate", original)
     short = generation.generate(mono, "funk", song, 30.0, seed=7)
     assert torch.equal(long.tokens[:, :1500], short.tokens)
 

@@ -1,0 +1,395 @@
+"""Our own MusicGen-Chord decode loop: a static KV cache, one forward per step, sampling on the device.
+
+Eager autoregressive decoding is bound by the host (SPEC section 11): each
+step of transformers' `generate()` builds cache objects, masks and logits
+processors in Python. Here a window is decoded by a plain loop over the
+converted weights (the transformers model's own tensors, not a copy):
+
+- the condition prefix (chroma + text, and the prompt of a continuation
+  window) goes through the decoder once, filling a preallocated KV cache;
+- then every step is one forward of one position for both classifier-free
+  guidance rows, sampling on the device with the request's `torch.Generator`,
+  the delay pattern's fixed positions (BOS, known prompt, end padding) applied
+  with a precomputed mask; every tensor keeps its shape from step to step;
+- on CUDA the decoder runs in float16 and the step is captured once as a CUDA
+  graph and replayed; if capture fails the same step runs eagerly.
+
+The delayed grid: position 0 is BOS for every codebook; codebook k holds frame
+f at position 1 + f + delay(k), delay(k) = k // channels (stereo interleaves
+left/right codebooks). Positions outside a codebook's frames hold the special
+token (2048), as audiocraft's pattern and transformers' delay mask do.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch.nn import functional as F
+
+log = logging.getLogger(__name__)
+
+SPECIAL = 2048  # BOS and padding in the delayed grid (the codebook size)
+PROGRESS_EVERY = 25  # steps between progress reports (the host never waits on the device in between)
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """What the sampler needs; top_p > 0 means nucleus sampling, else top-k (0: the whole distribution)."""
+
+    top_k: int = 250
+    top_p: float = 0.0
+    temperature: float = 1.0
+    guidance: float | None = 3.0  # None or <= 1: the condition alone, one row
+
+
+def sample(logits: torch.Tensor, settings: SamplingSettings, generator: torch.Generator | None) -> torch.Tensor:
+    """One token per row of `logits` (rows, vocabulary), drawn on the logits' device.
+
+    top_k == 1 is the argmax (greedy, no randomness). Otherwise softmax(logits /
+    temperature) restricted to the top k, or to the smallest set whose
+    probability covers top_p, sampled with exponential races (argmax of p / E,
+    E ~ Exp(1)): one kernel sequence, no host synchronisation.
+    """
+    if settings.top_p <= 0 and settings.top_k == 1:
+        return logits.argmax(dim=-1)
+    scores = logits.float() / settings.temperature
+    if settings.top_p > 0:
+        sorted_scores, order = scores.sort(dim=-1, descending=True)
+        probs = sorted_scores.softmax(dim=-1)
+        before = probs.cumsum(dim=-1) - probs  # mass of the strictly more likely tokens
+        sorted_scores = sorted_scores.masked_fill(before > settings.top_p, float("-inf"))
+        scores = torch.full_like(scores, float("-inf")).scatter(-1, order, sorted_scores)
+    elif 0 < settings.top_k < scores.shape[-1]:
+        kth = scores.topk(settings.top_k, dim=-1).values[..., -1:]
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    probs = scores.softmax(dim=-1)
+    races = torch.empty_like(probs).exponential_(generator=generator)
+    return (probs / races).argmax(dim=-1)
+
+
+class Decoder:
+    """The decoder stack of a converted MusicGen-Chord model, run step by step over a static cache."""
+
+    def __init__(self, model, dtype: torch.dtype | None = None):
+        decoder = model.decoder.model.decoder
+        config = model.decoder.config
+        self.device = model.device
+        self.dtype = dtype or next(decoder.parameters()).dtype
+        self.codebooks = config.num_codebooks
+        self.channels = config.audio_channels
+        self.heads = config.num_attention_heads
+        self.width = config.hidden_size
+        self.head_dim = self.width // self.heads
+        # All codebooks' embedding tables in one (a small copy): one lookup per step, offsets per codebook.
+        self.embedding_table = torch.cat([embedding.weight for embedding in decoder.embed_tokens])
+        self.embedding_offsets = torch.arange(self.codebooks, device=self.device)[:, None] * (
+            decoder.embed_tokens[0].weight.shape[0])
+        self.heads_out = torch.stack([head.weight for head in model.decoder.lm_heads])  # (K, card, D)
+        self.layers = [_fused(layer) for layer in decoder.layers]
+        self.final_norm = (decoder.layer_norm.weight, decoder.layer_norm.bias)
+        self.positions = decoder.embed_positions
+        if config.activation_function != "gelu":
+            raise ValueError(f"the decode loop implements the GELU decoder, not {config.activation_function}")
+        self.activation = F.gelu  # MusicGen's exact (erf) GELU, without a module call per layer
+
+    @property
+    def delays(self) -> list[int]:
+        return [k // self.channels for k in range(self.codebooks)]
+
+    def positional(self, length: int) -> torch.Tensor:
+        table = self.positions.get_embedding(length, self.width)
+        return table.to(self.device, self.dtype)
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(rows, K, T) tokens -> (rows, T, D): the sum of the codebooks' embeddings."""
+        looked_up = F.embedding(tokens + self.embedding_offsets, self.embedding_table)  # (rows, K, T, D)
+        return looked_up.sum(dim=1)
+
+    def forward(self, hidden: torch.Tensor, start: int | torch.Tensor, cache: "KVCache",
+                causal: bool) -> torch.Tensor:
+        """Run `hidden` (rows, T, D) at absolute positions start.. start+T-1, writing keys/values to `cache`.
+
+        causal=True: the prefill, a block from position 0 (`start` an int)
+        attending causally within itself. causal=False: a CUDA-graph step, T == 1
+        at a device-tensor position, attending to the whole static cache through
+        a mask so that shapes never change. (Eager steps use `step_eager`.)
+        """
+        rows, length, _ = hidden.shape
+        eager = isinstance(start, int)
+        if not eager:
+            index = start + torch.arange(length, device=hidden.device)
+            mask = None if causal else (torch.arange(cache.length, device=hidden.device) <= start)[None, None, None]
+        scale = self.head_dim ** -0.5
+        for layer, (keys_t, values) in zip(self.layers, cache.layers):
+            normed = F.layer_norm(hidden, (self.width,), layer.norm1_w, layer.norm1_b)
+            qkv = F.linear(normed, layer.qkv).view(rows, length, 3, self.heads, self.head_dim).transpose(1, 3)
+            q, k, v = qkv.unbind(2)  # each (rows, heads, T, head_dim)
+            if eager:
+                keys_t[:, :, :, start:start + length] = k.transpose(2, 3)
+                values[:, :, start:start + length] = v
+            else:
+                keys_t.index_copy_(3, index, k.transpose(2, 3))
+                values.index_copy_(2, index, v)
+            if causal:
+                attended = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            else:  # one query against the whole static cache, later positions masked
+                scores = torch.matmul(q, keys_t).float().mul_(scale).masked_fill_(~mask, float("-inf"))
+                attended = torch.matmul(scores.softmax(dim=-1).to(values.dtype), values)
+            hidden = hidden + F.linear(attended.transpose(1, 2).reshape(rows, length, self.width), layer.out)
+            normed = F.layer_norm(hidden, (self.width,), layer.norm2_w, layer.norm2_b)
+            hidden = hidden + F.linear(self.activation(F.linear(normed, layer.fc1)), layer.fc2)
+        return F.layer_norm(hidden, (self.width,), *self.final_norm)
+
+    def step_eager(self, hidden: torch.Tensor, position: int, cache: "KVCache") -> torch.Tensor:
+        """One position through every layer, (rows, D) -> (rows, D), with as few operations as possible:
+        on the CPU each operation costs host time, and this runs once per layer per token."""
+        rows = hidden.shape[0]
+        end = position + 1
+        shape = (rows, 3, self.heads, 1, self.head_dim)
+        scale = self.head_dim ** -0.5
+        for layer, (keys_t, values) in zip(self.layers, cache.layers):
+            normed = F.layer_norm(hidden, (self.width,), layer.norm1_w, layer.norm1_b)
+            q, k, v = torch.mm(normed, layer.qkv_t).view(shape).unbind(1)  # each (rows, heads, 1, head_dim)
+            keys_t[:, :, :, position:end] = k.transpose(2, 3)
+            values[:, :, position:end] = v
+            # Plain attention for one query over keys stored transposed: half the host time of the
+            # fused kernel at these sizes, and no copy of the keys.
+            weights = torch.matmul(q, keys_t[:, :, :, :end]).mul_(scale).softmax(dim=-1)
+            attended = torch.matmul(weights, values[:, :, :end])
+            hidden = torch.addmm(hidden, attended.view(rows, self.width), layer.out_t)
+            normed = F.layer_norm(hidden, (self.width,), layer.norm2_w, layer.norm2_b)
+            hidden = torch.addmm(hidden, F.gelu(torch.mm(normed, layer.fc1_t)), layer.fc2_t)
+        return F.layer_norm(hidden, (self.width,), *self.final_norm)
+
+    def logits(self, hidden_last: torch.Tensor) -> torch.Tensor:
+        """(rows, D) -> (rows, K, card) float32."""
+        return torch.einsum("rd,kvd->rkv", hidden_last, self.heads_out).float()
+
+
+@dataclass
+class _Layer:
+    norm1_w: torch.Tensor
+    norm1_b: torch.Tensor
+    qkv: torch.Tensor
+    out: torch.Tensor
+    norm2_w: torch.Tensor
+    norm2_b: torch.Tensor
+    fc1: torch.Tensor
+    fc2: torch.Tensor
+
+    def __post_init__(self):
+        # Transposed views for the step's matrix products, made once (a view per call costs host time).
+        self.qkv_t, self.out_t, self.fc1_t, self.fc2_t = self.qkv.t(), self.out.t(), self.fc1.t(), self.fc2.t()
+
+
+def _fused(layer) -> _Layer:
+    """One (3D, D) projection for q, k and v; the transformers layer then reads views of it (one copy)."""
+    attention = layer.self_attn
+    fused = getattr(attention, "fused_qkv", None)
+    if fused is None:
+        q, k, v = (proj.weight.detach() for proj in (attention.q_proj, attention.k_proj, attention.v_proj))
+        fused = torch.cat([q, k, v])
+        width = q.shape[0]
+        for name, part in zip(("q_proj", "k_proj", "v_proj"), fused.split(width)):
+            getattr(attention, name).weight = torch.nn.Parameter(part, requires_grad=False)
+        attention.fused_qkv = fused
+    return _Layer(layer.self_attn_layer_norm.weight, layer.self_attn_layer_norm.bias, fused,
+                  attention.out_proj.weight, layer.final_layer_norm.weight, layer.final_layer_norm.bias,
+                  layer.fc1.weight, layer.fc2.weight)
+
+
+class KVCache:
+    """Per layer: keys stored transposed (rows, heads, head_dim, length) and values (rows, heads, length,
+    head_dim), allocated once per window."""
+
+    def __init__(self, decoder: Decoder, rows: int, length: int):
+        self.length = length
+        options = dict(device=decoder.device, dtype=decoder.dtype)
+        self.layers = [(torch.zeros((rows, decoder.heads, decoder.head_dim, length), **options),
+                        torch.zeros((rows, decoder.heads, length, decoder.head_dim), **options))
+                       for _ in decoder.layers]
+
+    @property
+    def bytes(self) -> int:
+        return sum(k.numel() * k.element_size() * 2 for k, _ in self.layers)
+
+
+@dataclass
+class WindowPlan:
+    """The delayed grid of one window: tokens, which positions are fixed, where generation starts."""
+
+    grid: torch.Tensor  # (K, positions) long: BOS, prompt and padding filled, the rest to generate
+    fixed: torch.Tensor  # (K, positions) bool: True where the grid's value is given
+    first: int  # first position with a token to generate
+    frames: int  # frames of the window (prompt + new)
+
+
+def plan_window(prompt: torch.Tensor, new_frames: int, delays: list[int], device) -> WindowPlan:
+    """`prompt` (K, L) aligned codes known at the window's start; `new_frames` to generate after them."""
+    codebooks, known = prompt.shape
+    frames = known + new_frames
+    positions = 1 + frames + max(delays)
+    grid = torch.full((codebooks, positions), SPECIAL, dtype=torch.long)
+    fixed = torch.ones((codebooks, positions), dtype=torch.bool)
+    for k, delay in enumerate(delays):
+        grid[k, 1 + delay:1 + delay + known] = prompt[k]
+        fixed[k, 1 + delay + known:1 + delay + frames] = False
+    return WindowPlan(grid.to(device), fixed.to(device), 1 + known, frames)
+
+
+def aligned(grid: torch.Tensor, delays: list[int], frames: int) -> torch.Tensor:
+    """The delayed grid -> aligned codes (K, frames)."""
+    return torch.stack([grid[k, 1 + d:1 + d + frames] for k, d in enumerate(delays)])
+
+
+ProgressCallback = Callable[[int], None]
+
+
+class WindowDecoder:
+    """Decodes one window: prefill, then a fixed-shape step per position (captured as a CUDA graph on CUDA)."""
+
+    def __init__(self, decoder: Decoder, use_cuda_graph: bool | None = None, static_steps: bool = False):
+        """use_cuda_graph: default on CUDA. static_steps: without a graph, still run the graph's step
+        (device-tensor positions, masked static cache) eagerly; what the CPU tests check it with."""
+        self.decoder = decoder
+        self.use_cuda_graph = decoder.device.type == "cuda" if use_cuda_graph is None else use_cuda_graph
+        self.static_steps = static_steps
+
+    @torch.inference_mode()
+    def decode(self, prefix: torch.Tensor, plan: WindowPlan, settings: SamplingSettings,
+               generator: torch.Generator | None, progress: ProgressCallback | None = None) -> torch.Tensor:
+        """prefix (rows, C, D): the condition (and the null row under guidance). Returns aligned (K, frames)."""
+        decoder = self.decoder
+        guided = settings.guidance is not None and settings.guidance > 1
+        rows = 2 if guided else 1
+        if prefix.shape[0] != rows:
+            raise ValueError(f"a {'guided' if guided else 'plain'} window needs {rows} prefix rows")
+        positions = plan.grid.shape[1]
+        length = prefix.shape[1] + positions
+        cache = KVCache(decoder, rows, length)
+        table = decoder.positional(length)
+        grid = plan.grid.clone()
+
+        # Prefill: the condition and every grid position before the first token to generate.
+        tokens = grid[None, :, :plan.first].expand(rows, -1, -1)
+        hidden = torch.cat([prefix.to(decoder.dtype), decoder.embed(tokens)], dim=1)
+        hidden = hidden + table[:hidden.shape[1]]
+        out = decoder.forward(hidden, 0, cache, causal=True)
+        logits = decoder.logits(out[:, -1])
+        state = _StepState(grid, plan.fixed, torch.tensor(plan.first, device=decoder.device), plan.first,
+                           prefix.shape[1], table, cache, logits)
+        self._choose(state, settings, generator, guided, eager=True)
+
+        steps = positions - 1 - plan.first
+        step = self._graph(state, settings, generator, guided) if steps > 0 and self.use_cuda_graph else None
+        if progress is not None:
+            progress(1)
+        for done in range(1, steps + 1):
+            if step is not None:
+                step.replay()
+            else:
+                self._step(state, settings, generator, guided, eager=not (self.static_steps or self.use_cuda_graph))
+            if progress is not None and (done % PROGRESS_EVERY == 0 or done == steps):
+                progress(done + 1)  # positions chosen so far, the prefill's one included
+        return aligned(state.grid, decoder.delays, plan.frames)
+
+    def _choose(self, state: "_StepState", settings: SamplingSettings, generator, guided: bool,
+                eager: bool) -> None:
+        """Sample the grid position being chosen from `state.logits`, keep fixed values, write it to the grid."""
+        logits = state.logits
+        if guided:
+            condition, null = logits[0], logits[1]
+            logits = null + (condition - null) * settings.guidance
+        else:
+            logits = logits[0]
+        drawn = sample(logits, settings, generator)  # (K,)
+        if eager:
+            p = state.at
+            state.grid[:, p] = torch.where(state.fixed[:, p], state.grid[:, p], drawn)
+            return
+        position = state.position[None]
+        column = state.grid.index_select(1, position)[:, 0]
+        fixed = state.fixed.index_select(1, position)[:, 0]
+        state.grid.index_copy_(1, position, torch.where(fixed, column, drawn)[:, None])
+
+    def _step(self, state: "_StepState", settings: SamplingSettings, generator, guided: bool,
+              eager: bool) -> None:
+        """Feed the last chosen position, compute the next position's logits, sample it.
+
+        eager: positions as Python ints (the CPU's fast path); otherwise as a
+        device tensor advanced on the device, so a captured graph replays it.
+        """
+        decoder = self.decoder
+        rows = state.logits.shape[0]
+        if eager:
+            column = state.grid[:, state.at:state.at + 1]
+            index = state.prefix_length + state.at
+            positional = state.table[index:index + 1]
+        else:
+            column = state.grid.index_select(1, state.position[None])  # (K, 1)
+            index = state.prefix_length + state.position
+            positional = state.table.index_select(0, index[None])
+        hidden = decoder.embed(column[None].expand(rows, -1, -1)) + positional
+        if eager:
+            last = decoder.step_eager(hidden[:, 0], index, state.cache)
+        else:
+            last = decoder.forward(hidden, index, state.cache, causal=False)[:, -1]
+        state.logits.copy_(decoder.logits(last))
+        if eager:
+            state.at += 1
+        else:
+            state.position += 1
+        self._choose(state, settings, generator, guided, eager)
+
+    def _graph(self, state: "_StepState", settings: SamplingSettings, generator, guided: bool):
+        """The step captured as a CUDA graph (state tensors are its static buffers); None if capture fails."""
+        try:
+            if generator is not None and hasattr(torch.cuda.CUDAGraph, "register_generator_state"):
+                graph = torch.cuda.CUDAGraph()
+                graph.register_generator_state(generator)
+            else:
+                graph = torch.cuda.CUDAGraph()
+            snapshot = (state.grid.clone(), state.position.clone(), [(k.clone(), v.clone())
+                                                                     for k, v in state.cache.layers])
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):  # warm-up on a side stream, as capture requires
+                self._step(state, settings, generator, guided, eager=False)
+            torch.cuda.current_stream().wait_stream(side)
+            _restore(state, snapshot)
+            with torch.cuda.graph(graph):
+                self._step(state, settings, generator, guided, eager=False)
+            _restore(state, snapshot)
+            return graph
+        except Exception as error:  # noqa: BLE001 - any capture failure: the same step runs eagerly
+            log.warning("CUDA graph capture failed (%s); decoding eagerly", str(error).splitlines()[0][:200])
+            return None
+
+
+def _restore(state: "_StepState", snapshot) -> None:
+    grid, position, layers = snapshot
+    state.grid.copy_(grid)
+    state.position.copy_(position)
+    for (keys, values), (saved_keys, saved_values) in zip(state.cache.layers, layers):
+        keys.copy_(saved_keys)
+        values.copy_(saved_values)
+
+
+@dataclass
+class _StepState:
+    grid: torch.Tensor
+    fixed: torch.Tensor
+    position: torch.Tensor  # 0-d long on the device: the grid position chosen last (graph steps)
+    at: int  # the same, as a Python int (eager steps)
+    prefix_length: int
+    table: torch.Tensor
+    cache: KVCache
+    logits: torch.Tensor  # (rows, K, card) float32, the logits for the position after `position`
+
+
+def kv_cache_bytes(layers: int, width: int, rows: int, positions: int, bytes_per_value: int = 2) -> int:
+    """Keys + values of every layer for `positions`: what a window's static cache holds."""
+    return 2 * layers * rows * positions * width * bytes_per_value

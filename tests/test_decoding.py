@@ -1,0 +1,151 @@
+"""Our decode loop: per-step logits against audiocraft's, the static (CUDA-graph) step, the sampler's laws."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from remixer import decoding, generation
+from remixer.generation import Sampling, load_musicgen_chord
+
+FIXTURES = Path(__file__).parent / "fixtures" / "musicgen"
+NAMES = ["musicgen-tiny-chord", "musicgen-tiny-stereo-chord"]
+
+
+def _load(name: str, tmp_path: Path, weights: Path, device: str = "cpu"):
+    th = tmp_path / f"{name}.th"
+    shutil.copy(FIXTURES / f"{name}.th", th)
+    reference = torch.load(FIXTURES / f"{name}.reference.pt", weights_only=True)
+    return load_musicgen_chord(th, device, weights), reference
+
+
+def _text(reference) -> generation.EncodedText:
+    embedding = reference["text_embedding"]
+    ones = torch.ones(embedding.shape[:2], dtype=torch.long)
+    return generation.EncodedText(ones, embedding, ones)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("static", [False, True], ids=["eager-step", "static-step"])
+def test_every_steps_logits_match_the_reference(name, static, tmp_path, tiny_weights):
+    """Teacher-forced through the loop one position at a time: each step's float32 logits within 1e-4."""
+    model, reference = _load(name, tmp_path, tiny_weights)
+    decoder = generation.decoder_for(model)
+    prefix = generation.condition_prefix(model, _text(reference), reference["chroma"][0].numpy(), guided=False)
+    tokens = reference["tokens"]  # (1, K, S), BOS first
+    expected = reference["logits"][0]  # (K, S, card): position s predicts s + 1
+    steps = tokens.shape[2]
+    cache = decoding.KVCache(decoder, 1, prefix.shape[1] + steps)
+    table = decoder.positional(cache.length)
+    with torch.inference_mode():
+        first = torch.cat([prefix, decoder.embed(tokens[:, :, :1])], dim=1)
+        hidden = decoder.forward(first + table[:first.shape[1]], 0, cache, causal=True)[:, -1]
+        got = [decoder.logits(hidden)[0]]
+        for s in range(1, steps):
+            index = prefix.shape[1] + s
+            embedded = decoder.embed(tokens[:, :, s:s + 1]) + table[index:index + 1]
+            if static:
+                hidden = decoder.forward(embedded, torch.tensor(index), cache, causal=False)[:, -1]
+            else:
+                hidden = decoder.step_eager(embedded[:, 0], index, cache)
+            got.append(decoder.logits(hidden)[0])
+    for s in range(steps):
+        torch.testing.assert_close(got[s], expected[:, s], atol=1e-4, rtol=0, msg=f"step {s}")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_static_steps_give_the_references_whole_song(name, tmp_path, tiny_weights, monkeypatch):
+    """The CUDA graph's step function, run eagerly on the CPU: same greedy tokens as audiocraft."""
+    model, reference = _load(name, tmp_path, tiny_weights)
+    monkeypatch.setattr(generation, "encode_text", lambda _model, _text_: _text(reference))
+    original = decoding.WindowDecoder.__init__
+    monkeypatch.setattr(decoding.WindowDecoder, "__init__",
+                        lambda self, decoder: original(self, decoder, use_cuda_graph=False, static_steps=True))
+    case = reference["songs"]["long"]
+    result = generation.generate(model, "a song", case["chroma"].numpy(), case["seconds"],
+                                 Sampling(top_k=1, classifier_free_guidance=3.0), seed=0)
+    assert torch.equal(result.tokens, case["greedy_cfg3"][0])
+
+
+def test_plan_places_prompt_bos_and_padding_by_codebook_delay():
+    prompt = torch.arange(8 * 3).reshape(8, 3)  # stereo: 8 codebooks, 3 known frames
+    delays = [k // 2 for k in range(8)]
+    plan = decoding.plan_window(prompt, 2, delays, "cpu")
+    assert plan.grid.shape == (8, 1 + 5 + 3) and plan.first == 4 and plan.frames == 5
+    for k, delay in enumerate(delays):
+        assert (plan.grid[k, :1 + delay] == decoding.SPECIAL).all()  # BOS and the delay
+        assert torch.equal(plan.grid[k, 1 + delay:4 + delay], prompt[k])
+        assert plan.fixed[k].tolist() == [i < 4 + delay or i >= 6 + delay for i in range(9)]
+    assert torch.equal(decoding.aligned(plan.grid, delays, 3), prompt)
+
+
+# --- the sampler -------------------------------------------------------------------------------
+
+
+def _draws(logits: torch.Tensor, settings: decoding.SamplingSettings, count: int, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return decoding.sample(logits.expand(count, -1), settings, generator)
+
+
+LOGITS = torch.tensor([[2.0, 1.5, 1.0, 0.5, 0.0, -0.5, -1.0, -3.0]])
+
+
+def test_sampling_follows_softmax_over_temperature():
+    for temperature in (1.0, 0.5, 2.0):
+        draws = _draws(LOGITS, decoding.SamplingSettings(top_k=0, temperature=temperature), 40_000)
+        counts = torch.bincount(draws, minlength=8).double()
+        expected = torch.softmax(LOGITS[0].double() / temperature, 0) * draws.numel()
+        chi2 = float(((counts - expected) ** 2 / expected).sum())
+        assert chi2 < 24.3, (temperature, chi2)  # 7 degrees of freedom: p = 0.001
+
+
+def test_top_k_never_draws_outside_the_k_most_likely():
+    draws = _draws(LOGITS, decoding.SamplingSettings(top_k=3), 20_000)
+    assert set(draws.tolist()) == {0, 1, 2}
+    assert torch.equal(_draws(LOGITS, decoding.SamplingSettings(top_k=1), 50), torch.zeros(50, dtype=torch.long))
+
+
+def test_top_p_keeps_the_smallest_set_covering_p():
+    probs = torch.softmax(LOGITS[0], 0)  # 0.39, 0.24, 0.14, 0.09, ...
+    for top_p in (0.3, 0.6, 0.7, 0.9):
+        covering = int(torch.searchsorted(probs.cumsum(0), torch.tensor(top_p))) + 1
+        draws = _draws(LOGITS, decoding.SamplingSettings(top_p=top_p, top_k=0), 20_000)
+        assert set(draws.tolist()) == set(range(covering)), top_p
+
+
+def test_same_seed_same_draws_and_other_seeds_differ():
+    settings = decoding.SamplingSettings(top_k=0)
+    assert torch.equal(_draws(LOGITS, settings, 500, seed=3), _draws(LOGITS, settings, 500, seed=3))
+    assert not torch.equal(_draws(LOGITS, settings, 500, seed=3), _draws(LOGITS, settings, 500, seed=4))
+
+
+# --- CUDA (run by the GPU check; skipped without a GPU) ------------------------------------------
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@cuda
+@pytest.mark.parametrize("name", NAMES)
+def test_cuda_graph_float16_greedy_tokens_against_the_reference(name, tmp_path, tiny_weights, monkeypatch):
+    """float16 weights and a captured step: the reference's greedy tokens for at least 90% of positions
+    (half precision may flip near-ties; a wrong graph or mask flips nearly all)."""
+    model, reference = _load(name, tmp_path, tiny_weights, "cuda")
+    assert generation.decoder_for(model).dtype == torch.float16
+    monkeypatch.setattr(generation, "encode_text", lambda _model, _text_: _text(reference))
+    case = reference["songs"]["long"]
+    result = generation.generate(model, "a song", case["chroma"].numpy(), case["seconds"],
+                                 Sampling(top_k=1, classifier_free_guidance=3.0), seed=0)
+    agreement = float((result.tokens == case["greedy_cfg3"][0]).float().mean())
+    assert agreement >= 0.9, agreement
+
+
+@cuda
+def test_cuda_sampling_is_reproducible_for_a_seed(tmp_path, tiny_weights):
+    model = load_musicgen_chord(tiny_weights / "musicgen" / "musicgen-chord.th", "cuda", tiny_weights)
+    chroma = np.zeros((300, 12), np.float32)
+    first = generation.generate(model, "x", chroma, 2.0, seed=5).tokens
+    assert torch.equal(first, generation.generate(model, "x", chroma, 2.0, seed=5).tokens)
