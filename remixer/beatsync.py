@@ -1,17 +1,18 @@
-"""Beat-sync: move the generated instrumental's downbeats onto the song's.
+"""Beat-sync: move the generated instrumental's downbeats onto the song's, and every beat with them.
 
 Matching follows the original remixer (nearest song downbeat within a
 threshold, duplicates dropped, leading offset); on top of it the anchors are
 kept strictly increasing, local stretch ratios stay within 0.8..1.25, and
 half/double-time detections are reconciled.
 
-Stretching is done bar by bar with PyTSMod's WSOLA: each bar is stretched on
-its own so that it starts exactly at its anchor. WSOLA's similarity search
-shifts each window by up to its tolerance (16 ms at 32 kHz); stretching the
-whole song in one call lets that shift land on a downbeat, while restarting
-at every anchor puts the downbeat where it belongs and keeps WSOLA's full
-1024-sample window (and so the bass) intact. Bars are joined with a 3 ms
-crossfade that ends exactly at the anchor, so the downbeat itself is untouched.
+Stretching is done bar by bar, each bar starting exactly at its anchor, with
+our own WSOLA (`wsola`): windows centred on the time map, one shift for all
+channels, and a small penalty on shifting so that only real similarity (a
+bass line's phase) moves a window. PyTSMod's WSOLA, used before, takes the
+first lag when similarity is flat (silence or a lone click between beats),
+which put beats 2-4 of every bar 14-17 ms early (benchmarks/bench_beatsync.py).
+Bars are joined with a 3 ms crossfade that ends exactly at the anchor, so the
+downbeat itself is untouched.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ DEFAULT_THRESHOLD_S = 0.75
 THRESHOLD_BEATS = 1.1
 WSOLA_WINDOW = 1024
 WSOLA_TOLERANCE = 512
+SHIFT_PENALTY = 0.1  # similarity given up per full tolerance of shift (see wsola)
 
 
 def default_threshold(bpm: float | None) -> float:
@@ -226,21 +228,73 @@ def _copy(audio: np.ndarray, start: int, count: int) -> np.ndarray:
 
 def _stretch_bar(audio: np.ndarray, start: int, end: int, out_length: int) -> np.ndarray:
     """Samples start..end stretched to out_length (+ a crossfade's worth beyond), first sample exact."""
-    import pytsmod
-
     in_length = end - start
     if in_length == out_length:
         return _copy(audio, start, out_length)
-    # WSOLA's last windows read past the bar's end. Feeding them the bar's own
-    # end mirrored (instead of the next bar) keeps the next downbeat's attack
-    # from leaking in early, and avoids the level dip zeros would cause.
+    # The last windows read past the bar's end. Feeding them the bar's own end
+    # mirrored (instead of the next bar) keeps the next downbeat's attack from
+    # leaking in early, and avoids the level dip zeros would cause.
     bar = _copy(audio, start, in_length)
     context = min(WSOLA_WINDOW + 2 * WSOLA_TOLERANCE, in_length)
     segment = np.concatenate([bar, bar[:, ::-1][:, :context]], axis=1)
-    anchors = np.array([[0, in_length], [0, out_length - 1]], dtype=np.float64)
-    stretched = np.atleast_2d(pytsmod.wsola(segment, anchors, win_size=WSOLA_WINDOW,
-                                            tolerance=WSOLA_TOLERANCE))
-    return stretched[:, :out_length].astype(np.float32)
+    return wsola(segment, in_length / out_length, out_length)
+
+
+def wsola(audio: np.ndarray, ratio: float, out_length: int, window: int = WSOLA_WINDOW,
+          tolerance: int = WSOLA_TOLERANCE, penalty: float = SHIFT_PENALTY) -> np.ndarray:
+    """WSOLA time-stretch: output sample t reads input sample t * ratio, give or take each window's shift.
+
+    Windows are centred on their positions (output t, input t * ratio), so a
+    transient lands where the time map puts it. Each window's shift (within
+    +-tolerance) maximises the normalised similarity with the previous window's
+    natural continuation, minus `penalty` times the shift's share of the
+    tolerance: periodic sound (bass) still locks its phase, while flat or
+    absent similarity (silence, a lone click, noise) leaves the shift at zero
+    instead of at the edge of the search, which is what put PyTSMod's beats
+    14-17 ms early inside a bar. One shift for all channels: one time map.
+    """
+    channels, length = audio.shape
+    half, hop = window // 2, window // 2
+    pad = window + tolerance
+    padded = np.pad(audio.astype(np.float32), ((0, 0), (pad, pad + int(np.ceil(ratio * hop)) + window)))
+    mono = padded.mean(axis=0)
+    weights = np.hanning(window + 1)[:window].astype(np.float32)  # periodic Hann: sums to 1 at half overlap
+    centres = np.arange(0, out_length + hop, hop)
+    out = np.zeros((channels, out_length + 2 * window), np.float32)
+    norm = np.zeros(out_length + 2 * window, np.float32)
+    fft_size = 1 << int(np.ceil(np.log2(2 * window + 2 * tolerance)))
+    lags = np.arange(2 * tolerance + 1)
+    cost = penalty * np.abs(lags - tolerance) / max(tolerance, 1)
+    shift, previous = 0, None
+    for centre in centres:
+        source = int(round(centre * ratio)) + pad  # the window's centre in padded input coordinates
+        if previous is not None:
+            shift = _best_shift(mono, previous + hop, source, half, tolerance, fft_size, lags, cost)
+        begin = source + shift - half
+        out[:, centre:centre + window] += padded[:, begin:begin + window] * weights
+        norm[centre:centre + window] += weights
+        previous = source + shift
+    norm = np.maximum(norm, 1e-3)
+    # Output coordinates were offset by half a window (centres at 0 write from -half).
+    return (out[:, half:half + out_length] / norm[half:half + out_length]).astype(np.float32)
+
+
+def _best_shift(mono: np.ndarray, natural: int, source: int, half: int, tolerance: int, fft_size: int,
+                lags: np.ndarray, cost: np.ndarray) -> int:
+    """The shift of the window centred at `source` most similar to the one centred at `natural`."""
+    window = 2 * half
+    reference = mono[natural - half:natural + half]
+    region = mono[source - half - tolerance:source + half + tolerance]
+    reference_energy = float(reference @ reference)
+    if reference_energy < 1e-12:
+        return 0
+    spectrum = np.fft.rfft(region, fft_size) * np.conj(np.fft.rfft(reference, fft_size))
+    correlation = np.fft.irfft(spectrum, fft_size)[:len(lags)]
+    squares = np.concatenate([[0.0], np.cumsum(region.astype(np.float64) ** 2)])
+    energy = squares[lags + window] - squares[lags]
+    similarity = correlation / np.sqrt(np.maximum(energy, 1e-12) * reference_energy)
+    similarity[energy < 1e-12] = 0.0
+    return int(np.argmax(similarity - cost)) - tolerance
 
 
 def _place(out: np.ndarray, piece: np.ndarray, at: int, fade_in: int, fade_out: int) -> None:
