@@ -35,6 +35,7 @@ class Predictor(BasePredictor):
         self.remixer = Remixer(os.environ.get("REMIXER_WEIGHTS_DIR"))
         # The default model is ready before the first request; others load on first use.
         self.remixer.load_version(SPECS["model_version"].default)
+        self.remixer.log_setup()
 
     def predict(
         self,

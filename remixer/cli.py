@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     output = args.output or Path.cwd() / f"{song.stem}.remix.{request.output_format}"
     try:
         remixer = Remixer(args.weights_dir, args.device, offline=args.offline or None)
+        remixer.log_setup()
         with _ProgressBar() as bar:
             result = remixer.remix(request, output.parent / f".{output.name}.work", progress=bar.update)
     except (AudioError, GenerationError, RequestError, WeightsError) as error:

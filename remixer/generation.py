@@ -229,7 +229,12 @@ def load_musicgen_chord(th_path: str | Path, device: str | None = "cpu", weights
 
     text_encoder = _shared_encoder("t5", root / "t5", chosen)
     audio_encoder = _shared_encoder("encodec", root / "encodec", chosen)
-    model = assemble(cfg, text_encoder, audio_encoder, load_file(str(cache / _STATE_FILE)), th_path.name)
+    # Read straight onto the device, the decoder in the precision it runs in: one move, no second copy.
+    state = load_file(str(cache / _STATE_FILE), device=str(chosen))
+    if chosen.type == "cuda":
+        dtype = _cuda_decoder_dtype()
+        state = {k: v.to(dtype) if k.startswith("decoder.") else v for k, v in state.items()}
+    model = assemble(cfg, text_encoder, audio_encoder, state, th_path.name)
     model.chord_facts = facts
     return _prepare(model, chosen)
 
@@ -324,6 +329,10 @@ class ModelCache:
 
     def __len__(self) -> int:
         return len(self._models)
+
+    def __contains__(self, key: tuple[Path, torch.device]) -> bool:
+        path, device = key
+        return (str(path), str(device)) in self._models
 
 
 def _estimated_bytes(th_path: Path) -> int:

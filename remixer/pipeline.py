@@ -59,29 +59,43 @@ class Remixer:
 
     def __init__(self, weights_dir: str | Path | None = None, device: str | None = None,
                  offline: bool | None = None):
-        start = time.perf_counter()
         self.weights_dir = weights.weights_dir(weights_dir)
         self.device = device
-        components = ["htdemucs", "allin1", "btc-large-voca", "btc-majmin", "t5", "encodec"]
-        weights.ensure(components, self.weights_dir, offline=offline)
         self.offline = offline
+        self.setup_timings: dict[str, float] = {}
+        components = ["htdemucs", "allin1", "btc-large-voca", "btc-majmin", "t5", "encodec"]
+        with _stage("download", self.setup_timings, quiet=True):  # every missing file at once, in ranges
+            weights.ensure(components, self.weights_dir, offline=offline)
         if (self.weights_dir / TINY_MARKER).exists():
             log.warning("the weights in %s are small random test weights: remixes made with them are noise",
                         self.weights_dir)
-        self.separator = separation.load_separator(self.weights_dir, device)
-        self.analyzer = rhythm.load_analyzer(self.weights_dir, device)
-        self.recognizers = {large: chords.load_recognizer(str(self.weights_dir), large, str(self.separator.device))
-                            for large in (True, False)}
+        with _stage("demucs", self.setup_timings, quiet=True):
+            self.separator = separation.load_separator(self.weights_dir, device)
+        with _stage("All-In-One", self.setup_timings, quiet=True):
+            self.analyzer = rhythm.load_analyzer(self.weights_dir, device)
+        with _stage("BTC", self.setup_timings, quiet=True):
+            self.recognizers = {large: chords.load_recognizer(str(self.weights_dir), large,
+                                                              str(self.separator.device))
+                                for large in (True, False)}
         self.musicgen = generation.ModelCache()
         self._mbd: mbd.MultiBandDiffusion | None = None
-        log.info("models loaded in %.1f s (MusicGen-Chord loads per model_version on first use)",
-                 time.perf_counter() - start)
+
+    def log_setup(self) -> None:
+        """One table of what setup spent where (download, then read + build + move per model)."""
+        rows = "\n".join(f"  {name:<32} {seconds:7.1f} s" for name, seconds in self.setup_timings.items())
+        log.info("setup:\n%s\n  %-32s %7.1f s", rows, "total", sum(self.setup_timings.values()))
 
     def load_version(self, version: str):
         component = generation.component_for(version)
-        root = weights.ensure([component], self.weights_dir, offline=self.offline)
         (file,) = weights.files_of([component])
-        return self.musicgen.get(root / file.name, self.device, self.weights_dir)
+        path = self.weights_dir / file.name
+        if weights.missing([file], self.weights_dir):
+            with _stage(f"download {version}", self.setup_timings, quiet=True):
+                weights.ensure([component], self.weights_dir, offline=self.offline)
+        if (path, generation.pick_device(self.device)) in self.musicgen:
+            return self.musicgen.get(path, self.device, self.weights_dir)
+        with _stage(f"MusicGen-Chord {version}", self.setup_timings, quiet=True):
+            return self.musicgen.get(path, self.device, self.weights_dir)
 
     def load_mbd(self) -> mbd.MultiBandDiffusion:
         """Multi-Band Diffusion, loaded on the first request that asks for it."""
@@ -165,11 +179,12 @@ class Remixer:
 
 
 @contextmanager
-def _stage(name: str, timings: dict[str, float]) -> Iterator[None]:
+def _stage(name: str, timings: dict[str, float], quiet: bool = False) -> Iterator[None]:
     start = time.perf_counter()
     yield
     timings[name] = time.perf_counter() - start
-    log.info("%-10s %6.1f s", name, timings[name])
+    if not quiet:
+        log.info("%-10s %6.1f s", name, timings[name])
 
 
 def _move(path: Path, directory: Path) -> Path:

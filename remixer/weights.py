@@ -1,30 +1,28 @@
 """Model files: one manifest, one directory, download on first use.
 
-Downloads resume from a `.part` file, are checked against a checksum when one
-is known, and appear under their final name only when complete (atomic rename),
-so a crash never leaves a half file that looks finished.
+Downloads (`remixer.download`) run in parallel byte ranges, resume from a
+`.part` file, are checked against a checksum when one is known, and appear
+under their final name only when complete (atomic rename), so a crash never
+leaves a half file that looks finished.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import os
 import sys
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
 from tqdm import tqdm
 
+from remixer import download
+
 log = logging.getLogger(__name__)
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "weights"
-_CHUNK = 1 << 20
-_TIMEOUT_S = 60
 
 CC_BY_NC = "CC-BY-NC-4.0"
 MIT = "MIT"
@@ -124,8 +122,7 @@ def ensure(
         return root
     if offline if offline is not None else offline_mode():
         raise WeightsError(_offline_message(absent, root))
-    for file in absent:
-        fetch(file, root, progress=progress)
+    fetch_all(absent, root, progress=progress)
     return root
 
 
@@ -141,71 +138,28 @@ def _offline_message(absent: list[WeightFile], root: Path) -> str:
 
 
 def fetch(file: WeightFile, directory: str | os.PathLike | None = None, progress: bool = True) -> Path:
-    """Download one file, resuming a previous partial download."""
-    target = weights_dir(directory) / file.name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    part = target.with_name(target.name + ".part")
-    have = part.stat().st_size if part.exists() else 0
-    request = urllib.request.Request(file.url, headers={"Range": f"bytes={have}-"} if have else {})
+    """Download one file (parallel byte ranges when the server allows, resuming a previous attempt)."""
+    return fetch_all([file], directory, progress)[0]
+
+
+def fetch_all(files: list[WeightFile], directory: str | os.PathLike | None = None,
+              progress: bool = True) -> list[Path]:
+    """Download several files at once within one connection budget, with one progress bar for the set."""
+    root = weights_dir(directory)
+    jobs = [download.Job(f.url, root / f.name, f.size, f.sha256) for f in files]
+    label = files[0].name if len(files) == 1 else f"{len(files)} model files"
+
+    def bar(total: int | None):
+        return tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {label}", disable=not progress,
+                    file=sys.stderr)
+
     try:
-        with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:
-            if have and response.status != 206:  # server ignored the range: start over
-                have = 0
-            total = _total_size(response, have) or file.size
-            with open(part, "ab" if have else "wb") as out, tqdm(
-                total=total, initial=have, unit="B", unit_scale=True,
-                desc=f"downloading {file.name}", disable=not progress, file=sys.stderr,
-            ) as bar:
-                while chunk := response.read(_CHUNK):
-                    out.write(chunk)
-                    bar.update(len(chunk))
-            # http.client ends a cut connection as a short read, not an error.
-            expected = _total_size(response, have)
-            if expected is not None and part.stat().st_size < expected:
-                raise ConnectionError(f"connection closed after {part.stat().st_size} of {expected} bytes")
-    except urllib.error.HTTPError as error:
-        if error.code == 416 and have:  # range past the end: the part is complete
-            pass
-        else:
-            raise WeightsError(f"could not download {file.name} from {file.url}: HTTP {error.code}") from None
-    except (urllib.error.URLError, OSError, TimeoutError) as error:
-        raise WeightsError(
-            f"could not download {file.name} from {file.url}: {error}. "
-            f"The partial file {part} is kept; run again to resume."
-        ) from None
-    _verify(file, part)
-    os.replace(part, target)
-    log.info("downloaded %s", target)
-    return target
+        return download.fetch_all(jobs, download.Settings.from_env(), bar)
+    except download.DownloadError as error:
+        raise WeightsError(str(error)) from None
 
 
-def _total_size(response, have: int) -> int | None:
-    length = response.headers.get("Content-Length")
-    return int(length) + have if length is not None else None
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _verify(file: WeightFile, part: Path) -> None:
-    if file.size is not None and part.stat().st_size != file.size:
-        size = part.stat().st_size
-        part.unlink()
-        raise WeightsError(f"{file.name}: downloaded {size} bytes, expected {file.size}; deleted, try again.")
-    if file.sha256 is None:
-        return
-    actual = sha256_of(part)
-    if not actual.startswith(file.sha256):
-        part.unlink()
-        raise WeightsError(
-            f"{file.name}: checksum mismatch (sha256 {actual[:16]}..., expected {file.sha256[:16]}...); "
-            "the download was deleted, try again."
-        )
+sha256_of = download.sha256_of
 
 
 def main(argv: list[str] | None = None) -> int:

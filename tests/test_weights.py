@@ -3,59 +3,27 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
-import threading
 
 import pytest
 
 from remixer import weights
 from remixer.weights import WeightFile, WeightsError
+from tests.file_server import Behaviour, FileServer
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    """Serves PAYLOAD with Range support; `cut_after` drops the connection mid-body."""
-
-    cut_after: int | None = None
-    requests: list[str | None] = []
-
-    def do_GET(self):  # noqa: N802 (http.server's naming)
-        type(self).requests.append(self.headers.get("Range"))
-        if self.path == "/missing":
-            self.send_error(404)
-            return
-        start = 0
-        if self.headers.get("Range"):
-            start = int(self.headers["Range"].split("=")[1].rstrip("-"))
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(PAYLOAD) - 1}/{len(PAYLOAD)}")
-        else:
-            self.send_response(200)
-        body = PAYLOAD[start:]
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.cut_after is not None:
-            self.wfile.write(body[: self.cut_after])
-            self.wfile.flush()
-            self.connection.shutdown(2)
-            return
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+@pytest.fixture
+def served():
+    behaviour = Behaviour(payload=PAYLOAD)
+    server = FileServer(behaviour)
+    yield server
+    server.close()
 
 
 @pytest.fixture
-def server():
-    _Handler.cut_after = None
-    _Handler.requests = []
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+def server(served):
+    return served.url
 
 
 def _file(url: str, **kwargs) -> WeightFile:
@@ -72,19 +40,21 @@ def test_download_with_checksum_and_progress(server, tmp_path, capsys):
     assert "downloading sub/model.bin" in err and "100%" in err
 
 
-def test_interrupted_download_resumes_from_the_partial_file(server, tmp_path):
-    file = _file(f"{server}/model.bin", sha256=hashlib.sha256(PAYLOAD).hexdigest())
-    _Handler.cut_after = 300_000
+def test_interrupted_download_resumes_from_the_partial_file(served, tmp_path, monkeypatch):
+    monkeypatch.setenv("REMIXER_DOWNLOAD_CHUNK_MB", "0.25")  # four ranges
+    file = _file(f"{served.url}/model.bin", sha256=hashlib.sha256(PAYLOAD).hexdigest())
+    served.behaviour.drop_after, served.behaviour.drops_left = 1000, 100  # every try of the last ranges dies
+    served.behaviour.drop_from = len(PAYLOAD) // 2
     with pytest.raises(WeightsError, match="run again to resume"):
         weights.fetch(file, tmp_path, progress=False)
-    part = tmp_path / "sub" / "model.bin.part"
-    assert part.stat().st_size == 300_000
+    assert (tmp_path / "sub" / "model.bin.part").exists()
     assert not (tmp_path / "sub" / "model.bin").exists()  # never a half file under the real name
 
-    _Handler.cut_after = None
+    served.behaviour.drops_left, served.behaviour.sent = 0, 0
     path = weights.fetch(file, tmp_path, progress=False)
     assert path.read_bytes() == PAYLOAD
-    assert _Handler.requests[-1] == "bytes=300000-"
+    assert served.behaviour.sent <= len(PAYLOAD) // 2 + 1  # only the missing half was fetched again
+    assert not list(tmp_path.rglob("*.part*"))
 
 
 def test_checksum_mismatch_deletes_the_download(server, tmp_path):
@@ -103,7 +73,7 @@ def test_http_error_is_explained(server, tmp_path):
         weights.fetch(_file(f"{server}/missing"), tmp_path, progress=False)
 
 
-def test_offline_error_lists_missing_files_and_how_to_get_them(tmp_path, monkeypatch, server):
+def test_offline_error_lists_missing_files_and_how_to_get_them(tmp_path, monkeypatch, served):
     monkeypatch.setenv("REMIXER_OFFLINE", "1")
     with pytest.raises(WeightsError) as caught:
         weights.ensure(["btc-large-voca", "htdemucs"], tmp_path)
@@ -112,7 +82,7 @@ def test_offline_error_lists_missing_files_and_how_to_get_them(tmp_path, monkeyp
     assert str(tmp_path / "btc" / "btc_model_large_voca.pt") in message
     assert "dl.fbaipublicfiles.com/demucs" in message
     assert "remixer.tiny_weights" in message
-    assert _Handler.requests == []
+    assert served.behaviour.requests == []
 
 
 def test_ensure_is_a_no_op_when_files_are_present(tmp_path):
