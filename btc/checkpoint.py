@@ -19,26 +19,42 @@ class CheckpointError(ValueError):
 
 
 def read_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[BTC, float, float]:
-    from remixer import checkpoints
-
+    """A BTC checkpoint file -> (model, mean, std). Unpickles tensors, numbers and numpy scalars only
+    (the official files store std as a numpy float64), never code."""
     path = Path(path)
+    import numpy.dtypes
+    from numpy._core import multiarray
+
+    allowed = [(multiarray.scalar, "numpy.core.multiarray.scalar"), multiarray.scalar, np.dtype,
+               numpy.dtypes.Float64DType, numpy.dtypes.Float32DType]
     try:
-        # Tensors, numbers and numpy scalars only (the official std is a numpy float64): never pickled code.
-        data = checkpoints.read(path, "BTC checkpoint")
-    except checkpoints.CheckpointError as error:
-        raise CheckpointError(str(error)) from None
-    if not {"model", "mean", "std"} <= set(data):
-        raise CheckpointError(f"{path}: a BTC checkpoint holds 'model', 'mean' and 'std'")
+        with torch.serialization.safe_globals(allowed):
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"BTC checkpoint not found: {path}") from None
+    except Exception as error:  # noqa: BLE001 - any failure to unpickle: not a readable checkpoint
+        raise CheckpointError(f"{path} is not a readable BTC checkpoint ({str(error).splitlines()[0]})") from None
+    return from_package(data, path, device)
+
+
+def from_package(data, source: str | Path, device: str | torch.device = "cpu") -> tuple[BTC, float, float]:
+    """An unpickled BTC checkpoint ({"model", "mean", "std"}) -> (model, mean, std)."""
+    if not isinstance(data, dict) or not {"model", "mean", "std"} <= set(data):
+        raise CheckpointError(f"{source}: a BTC checkpoint holds 'model', 'mean' and 'std'")
     state = data["model"]
     head = state.get("output_layer.output_projection.weight") if isinstance(state, dict) else None
     if head is None:
-        raise CheckpointError(f"{path}: no output layer in the state dict; not a BTC checkpoint")
+        raise CheckpointError(f"{source}: no output layer in the state dict; not a BTC checkpoint")
     model = BTC(classes=head.shape[0])
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:
-        raise CheckpointError(f"{path}: state dict does not match the BTC layout: {error}") from None
-    return model.to(device).eval(), checkpoints.number(data["mean"]), checkpoints.number(data["std"])
+        raise CheckpointError(f"{source}: state dict does not match the BTC layout: {error}") from None
+    return model.to(device).eval(), _number(data["mean"]), _number(data["std"])
+
+
+def _number(value) -> float:
+    return float(value.item() if hasattr(value, "item") else value)
 
 
 def write_checkpoint(path: str | Path, model: BTC, mean: float, std: float) -> Path:

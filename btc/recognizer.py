@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import read_checkpoint
+from .checkpoint import from_package, read_checkpoint
 from .features import SECONDS_PER_FRAME, WINDOW_FRAMES, extract_features
 from .model import BTC
 from .vocabulary import vocabulary_for
@@ -73,6 +73,12 @@ def frames_to_segments(classes: np.ndarray, labels: tuple[str, ...], duration: f
 
 def load_model(checkpoint_path: str | Path, device: str | torch.device = "cpu") -> ChordRecognizer:
     model, mean, std = read_checkpoint(checkpoint_path, device)
+    return ChordRecognizer(model, mean, std)
+
+
+def recognizer_from_package(data, source: str | Path, device: str | torch.device = "cpu") -> ChordRecognizer:
+    """A recognizer from an already unpickled checkpoint (the caller chose how to read the file)."""
+    model, mean, std = from_package(data, source, device)
     return ChordRecognizer(model, mean, std)
 
 

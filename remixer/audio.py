@@ -18,6 +18,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from remixer.errors import RemixerError
+
 log = logging.getLogger(__name__)
 
 MAX_DURATION_S = float(os.environ.get("REMIXER_MAX_DURATION", 600))
@@ -41,7 +43,7 @@ _LOUDNESS_MIN_S = 0.5
 _MAX_NONFINITE_SHARE = 0.01
 
 
-class AudioError(ValueError):
+class AudioError(RemixerError):
     """Bad or unreadable audio, with a message a user can act on."""
 
 

@@ -18,8 +18,10 @@ from pathlib import Path
 
 import torch
 
+from remixer.errors import RemixerError
 
-class CheckpointError(ValueError):
+
+class CheckpointError(RemixerError):
     """A checkpoint that is missing, damaged, of the wrong kind or asks for a class we do not unpickle."""
 
 

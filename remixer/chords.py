@@ -14,6 +14,8 @@ from typing import Iterable, Protocol, Sequence
 
 import numpy as np
 
+from remixer.errors import RemixerError
+
 MODEL_SAMPLE_RATE = 32000
 CHROMA_HOP = 4096
 FRAMES_PER_SECOND = MODEL_SAMPLE_RATE / CHROMA_HOP  # 7.8125
@@ -59,16 +61,26 @@ def recognizer_component(large_vocabulary: bool) -> str:
 @functools.lru_cache(maxsize=2)
 def load_recognizer(weights_dir: str | Path | None = None, large_vocabulary: bool = True, device: str = "cpu"):
     """The BTC recognizer for a vocabulary, loaded once per (directory, vocabulary, device)."""
-    import btc
     from remixer import weights
 
     component = recognizer_component(large_vocabulary)
     root = weights.ensure([component], weights_dir)
     (file,) = weights.files_of([component])
-    return btc.load_model(root / file.name, device=device)
+    return read_recognizer(root / file.name, device)
 
 
-class ChordError(ValueError):
+def read_recognizer(path: Path, device: str = "cpu"):
+    """A BTC checkpoint file -> recognizer, read the product's one safe way (remixer.checkpoints)."""
+    import btc
+    from remixer import checkpoints
+
+    try:
+        return btc.recognizer_from_package(checkpoints.read(path, "BTC checkpoint"), path, device)
+    except btc.CheckpointError as error:  # btc stays standalone: its errors join our family here
+        raise checkpoints.CheckpointError(str(error)) from None
+
+
+class ChordError(RemixerError):
     """A chord label we cannot read; the message names it."""
 
 

@@ -54,10 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"musicgen-remix: {error}", file=sys.stderr)
         return 2
 
-    from remixer.audio import AudioError
-    from remixer.generation import GenerationError
+    from remixer.errors import RemixerError
     from remixer.pipeline import Remixer
-    from remixer.weights import WeightsError
 
     song = Path(request.music_input)
     output = args.output or Path.cwd() / f"{song.stem}.remix.{request.output_format}"
@@ -66,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         remixer.log_setup()
         with _ProgressBar() as bar:
             result = remixer.remix(request, output.parent / f".{output.name}.work", progress=bar.update)
-    except (AudioError, GenerationError, RequestError, WeightsError) as error:
+    except RemixerError as error:  # every user-facing error: the message, not a traceback
         print(f"musicgen-remix: {error}", file=sys.stderr)
         return 1
     work = result.remix.parent

@@ -26,13 +26,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+from remixer.errors import RemixerError
+
 log = logging.getLogger(__name__)
 
 TIMEOUT_S = 60
 RETRIES = 4
 
 
-class DownloadError(RuntimeError):
+class DownloadError(RemixerError, RuntimeError):
     """A file that could not be fetched; the message names it and its URL."""
 
 

@@ -27,6 +27,7 @@ import torch
 from remixer import checkpoints, decoding, weights
 from remixer.chords import WINDOW_SECONDS, window_chroma
 from remixer.device import pick_device
+from remixer.errors import RemixerError
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ _CONFIG_FILE = "decoder_config.json"
 _SOURCE_FILE = "source.json"
 
 
-class GenerationError(ValueError):
+class GenerationError(RemixerError):
     """A request the generator cannot serve, explained."""
 
 

@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from remixer import checkpoints
+from remixer.errors import RemixerError
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ DEFAULT_STEPS = list(range(1000))[::-50] + [0]  # 20 denoising steps out of the 
 EQ_BANDS = 32
 
 
-class MBDError(ValueError):
+class MBDError(RemixerError):
     """An MBD checkpoint we cannot use, explained."""
 
 

@@ -8,13 +8,14 @@ from typing import Any
 
 from remixer.audio import FORMATS, STRATEGIES
 from remixer.chords import COEFFICIENT_RANGE
+from remixer.errors import RemixerError
 from remixer.generation import MODEL_VERSIONS
 
 STEREO_VERSIONS = tuple(v for v in MODEL_VERSIONS if v.startswith("stereo"))
 UNSET = -1  # what clients send for "not set" on beat_sync_threshold and seed
 
 
-class RequestError(ValueError):
+class RequestError(RemixerError):
     """Invalid inputs; the message lists every problem and what is accepted."""
 
 

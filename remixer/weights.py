@@ -19,6 +19,7 @@ from typing import Iterable
 from tqdm import tqdm
 
 from remixer import download
+from remixer.errors import RemixerError
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ _REPLICATE = "https://weights.replicate.delivery/default/musicgen-chord"
 _HF = "https://huggingface.co"
 
 
-class WeightsError(RuntimeError):
+class WeightsError(RemixerError, RuntimeError):
     """A model file is missing, unreachable or corrupt."""
 
 

@@ -59,6 +59,21 @@ def test_cli_errors_are_messages_not_tracebacks(tiny_weights, tmp_path):
     assert done.returncode == 2 and "chroma_coefficient must be <= 2.0" in done.stderr
 
 
+def test_a_damaged_weight_file_is_named_not_a_traceback(tiny_weights, tmp_path):
+    import shutil
+
+    weights = tmp_path / "weights"
+    shutil.copytree(tiny_weights, weights)
+    damaged = weights / "btc" / "btc_model_large_voca.pt"
+    damaged.write_bytes(damaged.read_bytes()[:5000])  # a download cut short
+    song = tmp_path / "song.wav"
+    sf.write(song, tone(220, 1.0, 44100).T, 44100)
+    done = _cli(str(song), "--prompt", "x", "--model-version", "chord",
+                env={"REMIXER_WEIGHTS_DIR": str(weights), "REMIXER_OFFLINE": "1"})
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert str(damaged) in done.stderr and "fetch it again" in done.stderr
+
+
 def test_committed_schema_matches_predict():
     done = subprocess.run([sys.executable, "tools/write_openapi_schema.py", "--check"], cwd=ROOT,
                           capture_output=True, text=True)

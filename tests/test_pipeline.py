@@ -125,3 +125,14 @@ def test_unset_values_and_loose_types(song):
     assert request.seed is None and request.beat_sync_threshold is None
     assert request.return_instrumental is True and request.top_k == 10
     assert RemixRequest.from_inputs(prompt="x", music_input=song, seed=0).seed == 0
+
+
+def test_setup_is_timed_per_component_in_one_table(tiny_weights, caplog):
+    with caplog.at_level("INFO", logger="remixer"):
+        fresh = Remixer(tiny_weights, "cpu", offline=True)
+        fresh.load_version("chord")
+        fresh.load_version("chord")  # cached: not loaded or timed again
+        fresh.log_setup()
+    assert list(fresh.setup_timings) == ["download", "demucs", "All-In-One", "BTC", "MusicGen-Chord chord"]
+    table = [r.getMessage() for r in caplog.records if r.getMessage().startswith("setup:")]
+    assert len(table) == 1 and "MusicGen-Chord chord" in table[0] and "total" in table[0]
