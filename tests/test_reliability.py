@@ -126,9 +126,11 @@ def test_thirty_predictions_do_not_leak(server):
         fds[index] = len(os.listdir(f"/proc/{worker}/fd"))
     assert _worker(server) == worker  # same worker throughout: nothing crashed
     # Growth per request, fitted over the requests after warm-up: a leak of 3 MB per request
-    # (a kept model output, an unclosed buffer) shows as a slope of about 3000 KB.
+    # (a kept model output, an unclosed buffer) shows as a slope of about 3000 KB. The allocator
+    # moves RSS by +-20 MB from request to request without a leak (measured: slopes of 670-1120 KB
+    # over 25 requests that return to their start), hence the bound between the two.
     steady = list(range(5, 30))
     slope_kb = float(np.polyfit(steady, [rss[i] for i in steady], 1)[0])
-    assert slope_kb < 1000, (slope_kb, rss)
+    assert slope_kb < 2000, (slope_kb, rss)
     assert fds[29] <= fds[2] + 2, (fds[2], fds[29])
     assert leftovers(server) == []
