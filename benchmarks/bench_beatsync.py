@@ -28,15 +28,10 @@ from tests.test_beatsync import (  # noqa: E402
 )
 
 
-def pytsmod_bar(method):
-    def stretch(audio, start, end, out_length):
-        in_length = end - start
-        if in_length == out_length:
-            return beatsync._copy(audio, start, out_length)
-        bar = beatsync._copy(audio, start, in_length)
-        context = min(beatsync.WSOLA_WINDOW + 2 * beatsync.WSOLA_TOLERANCE, in_length)
-        segment = np.concatenate([bar, bar[:, ::-1][:, :context]], axis=1)
-        anchors = np.array([[0, in_length], [0, out_length - 1]], dtype=np.float64)
+def pytsmod_stretcher(method):
+    """PyTSMod's WSOLA or hptsm as a bar stretcher (the bar's segment, ratio, output length)."""
+    def stretch(segment, ratio, out_length):
+        anchors = np.array([[0, out_length * ratio], [0, out_length - 1]], dtype=np.float64)
         return np.atleast_2d(method(segment, anchors))[:, :out_length].astype(np.float32)
     return stretch
 
@@ -80,20 +75,13 @@ def main() -> None:
     keep = targets < seconds - 0.3
     generated, targets = generated[keep], targets[keep]
 
-    def bar_by_bar(stretch):
-        def sync(audio):
-            original = beatsync._stretch_bar
-            beatsync._stretch_bar = stretch
-            try:
-                return beatsync.sync_to_downbeats(audio, SR, generated, targets, bpm=120)
-            finally:
-                beatsync._stretch_bar = original
-        return sync
+    def bar_by_bar(stretcher):
+        return lambda audio: beatsync.sync_to_downbeats(audio, SR, generated, targets, bpm=120, stretcher=stretcher)
 
     options = [
-        ("bar by bar, own WSOLA (shipped)", bar_by_bar(beatsync._stretch_bar)),
-        ("bar by bar, PyTSMod WSOLA (before)", bar_by_bar(pytsmod_bar(pytsmod.wsola))),
-        ("bar by bar, PyTSMod hptsm", bar_by_bar(pytsmod_bar(pytsmod.hptsm))),
+        ("bar by bar, own WSOLA (shipped)", bar_by_bar(beatsync.wsola)),
+        ("bar by bar, PyTSMod WSOLA (before)", bar_by_bar(pytsmod_stretcher(pytsmod.wsola))),
+        ("bar by bar, PyTSMod hptsm", bar_by_bar(pytsmod_stretcher(pytsmod.hptsm))),
         ("one PyTSMod WSOLA call", lambda audio: one_call(audio, generated, targets)),
     ]
     rows = [measure(name, sync, generated, targets, seconds) for name, sync in options]

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 import btc
+from remixer.testing import btc as btc_writers
 
 
 def synthetic_song(minutes: float, sample_rate: int = 44100) -> np.ndarray:
@@ -32,7 +33,7 @@ def main() -> None:
     args = parser.parse_args()
     audio = synthetic_song(args.minutes)
     with tempfile.TemporaryDirectory() as tmp:
-        path = btc.write_random_checkpoints(Path(tmp))[0]
+        path = btc_writers.write_random_checkpoints(Path(tmp))[0]
         recognizer = btc.load_model(path, args.device)
     start = time.perf_counter()
     features = btc.extract_features(audio, 44100)

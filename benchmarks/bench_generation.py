@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from remixer import decoding, generation
+from remixer import decoding, generation, models
+from remixer.testing import musicgen as musicgen_writers
 
 SHAPES = {
-    "tiny": generation.TINY_LM,
+    "tiny": musicgen_writers.TINY_LM,
     "host": {"dim": 64, "num_heads": 2, "num_layers": 48, "hidden_scale": 4},
     "medium": {"dim": 1536, "num_heads": 24, "num_layers": 48, "hidden_scale": 4},
     "large": {"dim": 2048, "num_heads": 32, "num_layers": 48, "hidden_scale": 4},
@@ -36,12 +37,13 @@ BANDWIDTH = 3.0e12  # bytes/s an H100 copy was measured to move (SPEC section 11
 def build(shape: str, version: str, device: torch.device, root: Path):
     from transformers import EncodecModel, T5EncoderModel
 
-    cfg = generation.xp_cfg(version, **SHAPES[shape])
-    t5 = generation.write_random_t5(root / "t5")[0].parent
-    encodec = generation.write_random_encodec(root / "encodec")[0].parent
-    model = generation.assemble(cfg, T5EncoderModel.from_pretrained(str(t5)), EncodecModel.from_pretrained(str(encodec)))
-    model.chord_facts = generation.facts_from_cfg(cfg, version)
-    return generation._prepare(model, device)
+    cfg = musicgen_writers.xp_cfg(version, **SHAPES[shape])
+    t5 = musicgen_writers.write_random_t5(root / "t5")[0].parent
+    encodec = musicgen_writers.write_random_encodec(root / "encodec")[0].parent
+    text_encoder, audio_encoder = T5EncoderModel.from_pretrained(str(t5)), EncodecModel.from_pretrained(str(encodec))
+    with torch.device(device):  # random weights made where they run: seconds on a GPU for billions
+        model = models.assemble(cfg, text_encoder, audio_encoder, version=version)
+    return models.prepare(model, device)
 
 
 def synchronize(device: torch.device) -> None:
@@ -50,9 +52,9 @@ def synchronize(device: torch.device) -> None:
 
 
 def ours(model, prefix, steps: int, device) -> float:
-    decoder = generation.decoder_for(model)
-    plan = decoding.plan_window(torch.zeros((model.chord_facts.codebooks, 0), dtype=torch.long),
-                                steps - model.chord_facts.max_delay, decoder.delays, device)
+    decoder = model.decoder_for()
+    plan = decoding.plan_window(torch.zeros((model.facts.codebooks, 0), dtype=torch.long),
+                                steps - model.facts.max_delay, decoder.delays, device)
     settings = decoding.SamplingSettings(top_k=250, guidance=3.0)
     window = decoding.WindowDecoder(decoder)
     window.decode(prefix, plan, settings, torch.Generator(device=device).manual_seed(0))  # warm-up, capture
@@ -82,7 +84,7 @@ def run(shape: str, version: str, steps: int, device: torch.device) -> dict:
         window = np.zeros((235, 12), np.float32)
         window[:, [0, 4, 7]] = 1
         prefix = generation.condition_prefix(model, encoded, window, guided=True)
-        ours_s = ours(model, prefix.to(generation.decoder_for(model).dtype), steps, device)
+        ours_s = ours(model, prefix.to(model.decoder_for().dtype), steps, device)
         theirs_s = theirs(model, encoded, prefix.to(model.decoder.dtype), steps, device)
         weights = sum(p.numel() * p.element_size() for p in model.decoder.parameters())
     row = {"shape": shape, "version": version, "steps": steps, "ours_tps": steps / ours_s,

@@ -16,7 +16,9 @@ import time
 import torch
 from transformers import EncodecModel
 
-from remixer import generation, mbd
+from remixer import mbd
+from remixer.testing import mbd as mbd_writers
+from remixer.testing import musicgen as musicgen_writers
 
 FULL_UNET = {"hidden": 48, "depth": 4, "res_blocks": 1, "norm_groups": 4, "kernel": 8, "stride": 4, "growth": 4,
              "max_channels": 10_000, "emb_all_layers": True, "bilstm": False, "codec_dim": 128,
@@ -30,8 +32,8 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
-    codec = EncodecModel(generation.encodec_config(full_size=True)).to(device).eval()
-    schedule = mbd.Schedule.from_cfg(mbd.tiny_band_cfg(0)["schedule"])
+    codec = EncodecModel(musicgen_writers.encodec_config(full_size=True)).to(device).eval()
+    schedule = mbd.Schedule.from_cfg(mbd_writers.tiny_band_cfg(0)["schedule"])
     bands = []
     for _ in range(4):
         processor = mbd.BandProcessor(32000, n_bands=8, power_std=0.75)

@@ -46,8 +46,10 @@ import pytsmod
 import soundfile as sf
 import torch
 
-from remixer import audio, beatsync, chords, generation, mix, rhythm, separation, weights
+from remixer import audio, beatsync, chords, conversion, generation, mix, models, rhythm, separation, weights
 from remixer.pipeline import Remixer
+from remixer.testing import musicgen as musicgen_writers
+from remixer.testing import separation as separation_writers
 from remixer.tiny_weights import write_all
 
 SONG_RATE = 44100
@@ -61,12 +63,12 @@ def peak_gb() -> float:
 
 def write_full_weights(root: Path) -> Path:
     write_all(root, components=["btc", "allin1", "musicgen"])  # BTC and All-In-One are written at full size
-    separation.write_random_checkpoint(root, full_size=True)
-    generation.write_random_t5(root / "t5", full_size=True)
-    generation.write_random_encodec(root / "encodec", full_size=True)
-    cfg = generation.xp_cfg("chord", dim=1536, num_heads=24, num_layers=48)
+    separation_writers.write_random_checkpoint(root, full_size=True)
+    musicgen_writers.write_random_t5(root / "t5", full_size=True)
+    musicgen_writers.write_random_encodec(root / "encodec", full_size=True)
+    cfg = musicgen_writers.xp_cfg("chord", dim=1536, num_heads=24, num_layers=48)
     (file,) = weights.files_of(["musicgen-chord"])
-    generation.save_published_layout(root / file.name, cfg, generation.random_lm_state(cfg))
+    musicgen_writers.save_published_layout(root / file.name, cfg, musicgen_writers.random_lm_state(cfg))
     return root / file.name
 
 
@@ -178,10 +180,10 @@ def measure_generation(model, chroma: np.ndarray, seconds: float) -> tuple[Gener
 def gpu_token_seconds(model, chroma: np.ndarray) -> tuple[float, float]:
     """A token step on a GPU: the host time of the same 48-layer decoder at a tiny width, measured here (eager
     decoding is bound by it), plus reading the float16 decoder weights once at HBM_BYTES_PER_S."""
-    cfg = generation.xp_cfg("chord", dim=48, num_heads=2, num_layers=48)
-    skeleton = generation.assemble(cfg, model.text_encoder, model.audio_encoder)
-    skeleton.chord_facts = generation.facts_from_cfg(cfg, "chord")
-    host = measure_generation(generation._prepare(skeleton, model.device), chroma, 4.0)[0].per_token
+    cfg = musicgen_writers.xp_cfg("chord", dim=48, num_heads=2, num_layers=48)
+    skeleton = models.assemble(cfg, model.text_encoder, model.audio_encoder)
+    skeleton.facts = conversion.facts_from_cfg(cfg, "chord")
+    host = measure_generation(models.prepare(skeleton, model.device), chroma, 4.0)[0].per_token
     weights_bytes = 2 * sum(p.numel() for p in model.decoder.parameters())
     return host + weights_bytes / HBM_BYTES_PER_S, host
 
@@ -265,8 +267,8 @@ def load_from_th(th_path: Path, root: Path):
     """What loading MusicGen-Chord costs without a converted cache: read the .th, map the keys, build."""
     from transformers import EncodecModel, T5EncoderModel
 
-    cfg, state = generation.read_converted(th_path)
-    return generation.assemble(cfg, T5EncoderModel.from_pretrained(str(root / "t5")),
+    cfg, state = conversion.read_converted(th_path)
+    return models.assemble(cfg, T5EncoderModel.from_pretrained(str(root / "t5")),
                                EncodecModel.from_pretrained(str(root / "encodec")), state)
 
 
@@ -362,7 +364,7 @@ def main() -> None:
             gpu_token_s, host_step = gpu_token_seconds(model, window)
         else:
             gpu_token_s = args.gpu_token_ms / 1000
-        gen_rows = cost.rows(args.song_seconds, prefix, model.chord_facts.max_delay, gpu_token_s)
+        gen_rows = cost.rows(args.song_seconds, prefix, model.facts.max_delay, gpu_token_s)
         device = str(remixer.separator.device)
 
         ours = run_ours(remixer, song_path, clip, gen_rows, clock)

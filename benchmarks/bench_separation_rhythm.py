@@ -17,6 +17,8 @@ import numpy as np
 import torch
 
 from remixer import rhythm, separation
+from remixer.testing import rhythm as rhythm_writers
+from remixer.testing import separation as separation_writers
 
 
 def peak_rss_gb() -> float:
@@ -32,8 +34,8 @@ def main() -> None:
     rng = np.random.default_rng(0)
     song = (0.1 * rng.standard_normal((2, int(args.minutes * 60 * sr)))).astype(np.float32)
     with tempfile.TemporaryDirectory() as tmp:
-        separation.write_random_checkpoint(tmp, full_size=True)
-        rhythm.write_random_checkpoints(tmp)
+        separation_writers.write_random_checkpoint(tmp, full_size=True)
+        rhythm_writers.write_random_checkpoints(tmp)
         separator = separation.load_separator(tmp, args.device)
         analyzer = rhythm.load_analyzer(tmp, args.device)
     rows = []

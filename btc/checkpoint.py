@@ -63,19 +63,3 @@ def write_checkpoint(path: str | Path, model: BTC, mean: float, std: float) -> P
     # As BTC's training code stores them: numpy scalars (std comes from np.sqrt).
     torch.save({"model": model.state_dict(), "mean": np.float64(mean), "std": np.float64(std)}, path)
     return path
-
-
-def write_random_checkpoints(directory: str | Path, seed: int = 0) -> list[Path]:
-    """Full-size random BTC checkpoints (both vocabularies) under the manifest's names.
-
-    BTC is small (3 M parameters, 12 MB), so the random checkpoints have the
-    real shapes; mean/std are those of typical log-CQT features.
-    """
-    from remixer.weights import files_of
-
-    torch.manual_seed(seed)
-    written = []
-    for component, classes in (("btc-large-voca", 170), ("btc-majmin", 25)):
-        (file,) = files_of([component])
-        written.append(write_checkpoint(Path(directory) / file.name, BTC(classes), mean=-6.66, std=3.97))
-    return written

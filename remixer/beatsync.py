@@ -18,8 +18,12 @@ downbeat itself is untouched.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
+
+# (segment (channels, n), input samples per output sample, output length) -> (channels, output length)
+Stretcher = Callable[[np.ndarray, float, int], np.ndarray]
 
 MIN_RATIO, MAX_RATIO = 0.8, 1.25
 MIN_ANCHOR_GAP_S = 0.25
@@ -180,20 +184,22 @@ def sync_to_downbeats(
     target_downbeats,
     threshold: float | None = None,
     bpm: float | None = None,
+    stretcher: Stretcher | None = None,
 ) -> np.ndarray:
     """Time-warp `audio` (channels, n) so its downbeats land on `target_downbeats`.
 
     Returns float32 of exactly the input's shape. Without usable downbeats the
-    audio comes back unchanged.
+    audio comes back unchanged. `stretcher`: how a bar is stretched (default
+    our `wsola`; benchmarks compare others).
     """
     audio = np.nan_to_num(np.atleast_2d(np.asarray(audio, dtype=np.float32)))
     plan = plan_sync(generated_downbeats, target_downbeats, threshold, bpm)
     if plan is None:
         return audio.copy()
-    return render(audio, sample_rate, plan)
+    return render(audio, sample_rate, plan, stretcher)
 
 
-def render(audio: np.ndarray, sample_rate: int, plan: SyncPlan) -> np.ndarray:
+def render(audio: np.ndarray, sample_rate: int, plan: SyncPlan, stretcher: Stretcher | None = None) -> np.ndarray:
     """Apply a plan: copy before the first and after the last anchor, WSOLA per bar between."""
     channels, length = audio.shape
     source = np.round(plan.anchors[0] * sample_rate).astype(int)
@@ -208,7 +214,7 @@ def render(audio: np.ndarray, sample_rate: int, plan: SyncPlan) -> np.ndarray:
     # Lead: shifted copy (silence where the song starts before the music).
     _place(out, _copy(audio, source[0] - target[0], target[0]), 0, fade_in=0, fade_out=fade)
     for k in range(len(source) - 1):
-        bar = _stretch_bar(audio, source[k], source[k + 1], target[k + 1] - target[k])
+        bar = _stretch_bar(audio, source[k], source[k + 1], target[k + 1] - target[k], stretcher or wsola)
         lead_in = _copy(audio, source[k] - fade, fade)
         _place(out, np.concatenate([lead_in, bar], axis=1), target[k] - fade, fade_in=fade, fade_out=fade)
     # Tail: shifted copy to the end (silence if the music runs out).
@@ -226,7 +232,7 @@ def _copy(audio: np.ndarray, start: int, count: int) -> np.ndarray:
     return piece
 
 
-def _stretch_bar(audio: np.ndarray, start: int, end: int, out_length: int) -> np.ndarray:
+def _stretch_bar(audio: np.ndarray, start: int, end: int, out_length: int, stretcher: Stretcher) -> np.ndarray:
     """Samples start..end stretched to out_length (+ a crossfade's worth beyond), first sample exact."""
     in_length = end - start
     if in_length == out_length:
@@ -237,7 +243,7 @@ def _stretch_bar(audio: np.ndarray, start: int, end: int, out_length: int) -> np
     bar = _copy(audio, start, in_length)
     context = min(WSOLA_WINDOW + 2 * WSOLA_TOLERANCE, in_length)
     segment = np.concatenate([bar, bar[:, ::-1][:, :context]], axis=1)
-    return wsola(segment, in_length / out_length, out_length)
+    return stretcher(segment, in_length / out_length, out_length)
 
 
 def wsola(audio: np.ndarray, ratio: float, out_length: int, window: int = WSOLA_WINDOW,

@@ -75,7 +75,7 @@ def read(path: str | Path, what: str) -> dict:
         if named:  # legacy (non-zip) files are only checked while loading
             raise _refusal(path, what, named) from None
         raise CheckpointError(f"{path} is not a readable {what} ({_reason(error)}); "
-                              "the file may be damaged: delete it and fetch it again") from None
+                              f"the file may be damaged: {_fetch_again(path)}") from None
     if not isinstance(package, dict):
         raise CheckpointError(f"{path} is not a {what}: it holds a {type(package).__name__}, not a dict")
     return package
@@ -94,8 +94,19 @@ def _refusal(path: Path, what: str, names: list[str]) -> CheckpointError:
     return CheckpointError(
         f"{path} is not loaded: unpickling it would need {', '.join(sorted(set(names)))}, which no published "
         f"{what} holds (we unpickle only tensors, numbers, OmegaConf configs and numpy scalars); "
-        "it is not the published file: delete it and fetch it again"
+        f"it is not the published file: {_fetch_again(path)}"
     )
+
+
+def _fetch_again(path: Path) -> str:
+    """How to replace a bad file: the command that fetches its component, when the manifest knows it."""
+    from remixer import weights
+
+    for file in weights.MANIFEST:
+        if path.as_posix().endswith(file.name):
+            return (f"delete it and fetch it again (`python -m remixer.weights download {file.component}`, "
+                    f"from {file.url})")
+    return "delete it and fetch it again"
 
 
 def _reason(error: Exception) -> str:

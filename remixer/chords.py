@@ -16,9 +16,6 @@ import numpy as np
 
 from remixer.errors import RemixerError
 
-MODEL_SAMPLE_RATE = 32000
-CHROMA_HOP = 4096
-FRAMES_PER_SECOND = MODEL_SAMPLE_RATE / CHROMA_HOP  # 7.8125
 WINDOW_SECONDS = 30.0
 FRAMES_PER_WINDOW = 235  # transformers' chroma_length for a 30 s window
 FRAME_SECONDS = WINDOW_SECONDS / FRAMES_PER_WINDOW
@@ -59,14 +56,13 @@ def recognizer_component(large_vocabulary: bool) -> str:
 
 
 @functools.lru_cache(maxsize=2)
-def load_recognizer(weights_dir: str | Path | None = None, large_vocabulary: bool = True, device: str = "cpu"):
+def load_recognizer(weights_dir: str | Path | None = None, large_vocabulary: bool = True, device: str = "cpu",
+                    offline: bool | None = None):
     """The BTC recognizer for a vocabulary, loaded once per (directory, vocabulary, device)."""
     from remixer import weights
 
-    component = recognizer_component(large_vocabulary)
-    root = weights.ensure([component], weights_dir)
-    (file,) = weights.files_of([component])
-    return read_recognizer(root / file.name, device)
+    (path,) = weights.paths_of(recognizer_component(large_vocabulary), weights_dir, offline)
+    return read_recognizer(path, device)
 
 
 def read_recognizer(path: Path, device: str = "cpu"):
@@ -134,7 +130,8 @@ def _check_coefficient(coefficient: float) -> float:
 
 
 def segments_to_chroma(segments: Iterable[Segment], duration: float, coefficient: float = 1.0) -> np.ndarray:
-    """Multi-hot chroma (frames, 12) on the model's 7.8125 fps grid, smoothed, times `coefficient`."""
+    """Multi-hot chroma (frames, 12) on the model's 30/235 s grid (7.83 frames per second), smoothed,
+    times `coefficient`."""
     coefficient = _check_coefficient(coefficient)
     frames = frame_count(duration)
     raw = np.zeros((frames, 12), np.float32)

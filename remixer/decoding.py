@@ -39,10 +39,11 @@ PROGRESS_EVERY = 25  # steps between progress reports (the host never waits on t
 class SamplingSettings:
     """What the sampler needs; top_p > 0 means nucleus sampling, else top-k (0: the whole distribution)."""
 
-    top_k: int = 250
+    # Neutral values; the product's defaults have one home, generation.Sampling.
+    top_k: int = 0
     top_p: float = 0.0
     temperature: float = 1.0
-    guidance: float | None = 3.0  # None or <= 1: the condition alone, one row
+    guidance: float | None = None  # None or <= 1: the condition alone, one row
 
 
 def sample(logits: torch.Tensor, settings: SamplingSettings, generator: torch.Generator | None) -> torch.Tensor:

@@ -6,6 +6,7 @@ decode -> separate once -> rhythm -> chords -> chroma -> generate (-> MBD)
 
 from __future__ import annotations
 
+import gc
 import logging
 import shutil
 import tempfile
@@ -16,13 +17,20 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
+import torch
 
 from btc import ChordSegment
-from remixer import audio, beatsync, chords, generation, mbd, mix, rhythm, separation, weights
+from remixer import audio, beatsync, chords, generation, mbd, mix, models, rhythm, separation, weights
+from remixer.device import pick_device
+from remixer.errors import RemixerError
 from remixer.request import RemixRequest
 from remixer.tiny_weights import MARKER as TINY_MARKER
 
 log = logging.getLogger("remixer")
+
+
+class OutOfGPUMemory(RemixerError):
+    """A request larger than the GPU's memory; the next one runs as usual."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +68,7 @@ class Remixer:
     def __init__(self, weights_dir: str | Path | None = None, device: str | None = None,
                  offline: bool | None = None):
         self.weights_dir = weights.weights_dir(weights_dir)
-        self.device = device
+        self.device = pick_device(device)  # decided once; every model is loaded onto it
         self.offline = offline
         self.setup_timings: dict[str, float] = {}
         components = ["htdemucs", "allin1", "btc-large-voca", "btc-majmin", "t5", "encodec"]
@@ -70,14 +78,13 @@ class Remixer:
             log.warning("the weights in %s are small random test weights: remixes made with them are noise",
                         self.weights_dir)
         with _stage("demucs", self.setup_timings, quiet=True):
-            self.separator = separation.load_separator(self.weights_dir, device)
+            self.separator = separation.load_separator(self.weights_dir, self.device, offline=offline)
         with _stage("All-In-One", self.setup_timings, quiet=True):
-            self.analyzer = rhythm.load_analyzer(self.weights_dir, device)
+            self.analyzer = rhythm.load_analyzer(self.weights_dir, self.device, offline=offline)
         with _stage("BTC", self.setup_timings, quiet=True):
-            self.recognizers = {large: chords.load_recognizer(str(self.weights_dir), large,
-                                                              str(self.separator.device))
+            self.recognizers = {large: chords.load_recognizer(str(self.weights_dir), large, str(self.device), offline)
                                 for large in (True, False)}
-        self.musicgen = generation.ModelCache()
+        self.musicgen = models.ModelCache()
         self._mbd: mbd.MultiBandDiffusion | None = None
 
     def log_setup(self) -> None:
@@ -85,28 +92,42 @@ class Remixer:
         rows = "\n".join(f"  {name:<32} {seconds:7.1f} s" for name, seconds in self.setup_timings.items())
         log.info("setup:\n%s\n  %-32s %7.1f s", rows, "total", sum(self.setup_timings.values()))
 
-    def load_version(self, version: str):
+    def load_version(self, version: str) -> models.ChordModel:
+        """The MusicGen-Chord model of a model_version, loaded (and timed) on first use."""
         component = generation.component_for(version)
         (file,) = weights.files_of([component])
         path = self.weights_dir / file.name
         if weights.missing([file], self.weights_dir):
             with _stage(f"download {version}", self.setup_timings, quiet=True):
-                weights.ensure([component], self.weights_dir, offline=self.offline)
-        if (path, generation.pick_device(self.device)) in self.musicgen:
-            return self.musicgen.get(path, self.device, self.weights_dir)
+                weights.paths_of(component, self.weights_dir, self.offline)
+        if (path, self.device) in self.musicgen:
+            return self.musicgen.get(path, self.device, self.weights_dir, self.offline)
         with _stage(f"MusicGen-Chord {version}", self.setup_timings, quiet=True):
-            return self.musicgen.get(path, self.device, self.weights_dir)
+            return self.musicgen.get(path, self.device, self.weights_dir, self.offline)
 
     def load_mbd(self) -> mbd.MultiBandDiffusion:
         """Multi-Band Diffusion, loaded on the first request that asks for it."""
         if self._mbd is None:
-            root = weights.ensure([mbd.COMPONENT], self.weights_dir, offline=self.offline)
-            (file,) = weights.files_of([mbd.COMPONENT])
-            self._mbd = mbd.load_mbd(root / file.name, self.separator.device)
+            (path,) = weights.paths_of(mbd.COMPONENT, self.weights_dir, self.offline)
+            self._mbd = mbd.load_mbd(path, self.device)
         return self._mbd
 
     def remix(self, request: RemixRequest, output_dir: str | Path,
               progress: ProgressCallback | None = None) -> RemixResult:
+        try:
+            return self._remix(request, output_dir, progress)
+        except torch.cuda.OutOfMemoryError:
+            # Free what the failed request held so the next one starts clean, and say what to do.
+            gc.collect()
+            torch.cuda.empty_cache()
+            raise OutOfGPUMemory(
+                f"the GPU ran out of memory remixing {Path(str(request.music_input)).name!r} "
+                f"with {request.model_version}: try a shorter song, a smaller model_version (chord or "
+                "stereo-chord instead of the large ones) or a GPU with more memory"
+            ) from None
+
+    def _remix(self, request: RemixRequest, output_dir: str | Path,
+               progress: ProgressCallback | None = None) -> RemixResult:
         request.validate()
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)

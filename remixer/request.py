@@ -9,7 +9,9 @@ from typing import Any
 from remixer.audio import FORMATS, STRATEGIES
 from remixer.chords import COEFFICIENT_RANGE
 from remixer.errors import RemixerError
-from remixer.generation import MODEL_VERSIONS
+from remixer.generation import EMPTY_PROMPT, MODEL_VERSIONS, Sampling
+
+_SAMPLING = Sampling()  # the sampling defaults' one home
 
 STEREO_VERSIONS = tuple(v for v in MODEL_VERSIONS if v.startswith("stereo"))
 UNSET = -1  # what clients send for "not set" on beat_sync_threshold and seed
@@ -55,11 +57,11 @@ INPUTS: tuple[InputSpec, ...] = (
               "only (25 classes)."),
     InputSpec("chroma_coefficient", float, 1.0, "How strongly the song's chords steer the new music.",
               ge=COEFFICIENT_RANGE[0], le=COEFFICIENT_RANGE[1]),
-    InputSpec("top_k", int, 250, "Sample from the k most likely tokens (0: no limit).", ge=0),
-    InputSpec("top_p", float, 0.0, "Nucleus sampling: sample from the most likely tokens covering this "
+    InputSpec("top_k", int, _SAMPLING.top_k, "Sample from the k most likely tokens (0: no limit).", ge=0),
+    InputSpec("top_p", float, _SAMPLING.top_p, "Nucleus sampling: sample from the most likely tokens covering this "
               "probability; 0 uses top_k instead.", ge=0.0, le=1.0),
-    InputSpec("temperature", float, 1.0, "Sampling temperature (> 0); higher is more adventurous.", ge=0.0),
-    InputSpec("classifier_free_guidance", int, 3, "How closely to follow the prompt and chords; higher is "
+    InputSpec("temperature", float, _SAMPLING.temperature, "Sampling temperature (> 0); higher is more adventurous.", ge=0.0),
+    InputSpec("classifier_free_guidance", int, int(_SAMPLING.classifier_free_guidance), "How closely to follow the prompt and chords; higher is "
               "closer, less varied.", ge=0),
     InputSpec("output_format", str, "wav", "Output file format: wav (16-bit) or mp3 (320 kbps).",
               choices=FORMATS),
@@ -83,10 +85,10 @@ class RemixRequest:
     beat_sync_threshold: float | None = None
     large_chord_voca: bool = True
     chroma_coefficient: float = 1.0
-    top_k: int = 250
-    top_p: float = 0.0
-    temperature: float = 1.0
-    classifier_free_guidance: int = 3
+    top_k: int = _SAMPLING.top_k
+    top_p: float = _SAMPLING.top_p
+    temperature: float = _SAMPLING.temperature
+    classifier_free_guidance: int = int(_SAMPLING.classifier_free_guidance)
     output_format: str = "wav"
     return_instrumental: bool = False
     seed: int | None = None
@@ -125,7 +127,7 @@ class RemixRequest:
             if spec.le is not None and value > spec.le:
                 problems.append(f"{spec.name} must be <= {spec.le}, got {value}")
         if not self.prompt.strip():
-            problems.append("prompt is empty: describe the style, e.g. 'bossa nova with nylon guitar'")
+            problems.append(EMPTY_PROMPT)
         if self.temperature <= 0:
             problems.append(f"temperature must be > 0, got {self.temperature}")
         if self.beat_sync_threshold is not None and self.beat_sync_threshold <= 0:

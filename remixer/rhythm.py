@@ -21,12 +21,17 @@ import torch
 
 from remixer import weights
 from remixer.device import pick_device
+from remixer.errors import RemixerError
 
 log = logging.getLogger(__name__)
 
 COMPONENT = "allin1"
 ENSEMBLE = "harmonix-all"
 SAMPLE_RATE = 44100
+
+
+class RhythmError(RemixerError):
+    """A rhythm model we cannot use, explained."""
 
 
 @dataclass(frozen=True)
@@ -90,10 +95,6 @@ def _postprocess(logits, cfg) -> Rhythm:
     return Rhythm(float(bpm), beats, downbeats, [int(p) for p in metrical["beat_positions"]], sections)
 
 
-def _fold_files() -> list[weights.WeightFile]:
-    return weights.files_of([COMPONENT])
-
-
 def read_model(paths: list[Path], device: torch.device) -> torch.nn.Module:
     """One fold, or the ensemble of several, from All-In-One's own checkpoint files."""
     from allin1_infer.models.ensemble import Ensemble
@@ -103,33 +104,13 @@ def read_model(paths: list[Path], device: torch.device) -> torch.nn.Module:
     return folds[0] if len(folds) == 1 else Ensemble(folds).to(device).eval()
 
 
-def load_analyzer(weights_dir: str | Path | None = None, device: str | None = None,
-                  model: str = ENSEMBLE) -> RhythmAnalyzer:
+def load_analyzer(weights_dir: str | Path | None = None, device: str | torch.device | None = None,
+                  model: str = ENSEMBLE, offline: bool | None = None) -> RhythmAnalyzer:
     """`model`: "harmonix-all" (the 8-fold ensemble) or "harmonix-foldN"."""
-    files = _fold_files()
+    paths = weights.paths_of(COMPONENT, weights_dir, offline)
     if model != ENSEMBLE:
-        files = [f for f in files if Path(f.name).name.startswith(f"{model}-")]
-        if not files:
-            raise ValueError(f"unknown All-In-One model {model!r}; use {ENSEMBLE} or harmonix-fold0..7")
-    root = weights.ensure([COMPONENT], weights_dir)
+        paths = [p for p in paths if p.name.startswith(f"{model}-")]
+        if not paths:
+            raise RhythmError(f"unknown All-In-One model {model!r}; use {ENSEMBLE} or harmonix-fold0..7")
     chosen = pick_device(device)
-    return RhythmAnalyzer(read_model([root / f.name for f in files], chosen), chosen)
-
-
-def write_random_checkpoints(directory: str | Path, seed: int = 0) -> list[Path]:
-    """Eight random folds at the real size (300 k parameters each) in All-In-One's format."""
-    from allin1_infer.config import Config, HarmonixConfig
-    from allin1_infer.models.allinone import AllInOne
-    from omegaconf import OmegaConf
-
-    written = []
-    for fold, file in enumerate(_fold_files()):
-        torch.manual_seed(seed + fold)
-        config = OmegaConf.structured(Config(data=HarmonixConfig(), fold=fold, best_threshold_beat=0.19,
-                                             best_threshold_downbeat=0.19))
-        model = AllInOne(config)
-        path = Path(directory) / file.name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"config": OmegaConf.to_container(config, resolve=True), "state_dict": model.state_dict()}, path)
-        written.append(path)
-    return written
+    return RhythmAnalyzer(read_model(paths, chosen), chosen)

@@ -96,45 +96,7 @@ def read_model(path: str | Path) -> torch.nn.Module:
     return load_model(str(path))
 
 
-def load_separator(weights_dir: str | Path | None = None, device: str | None = None,
-                   segment: float | None = None, overlap: float = 0.25) -> Separator:
-    root = weights.ensure([COMPONENT], weights_dir)
-    (file,) = weights.files_of([COMPONENT])
-    return Separator(read_model(root / file.name), pick_device(device), segment, overlap)
-
-
-def write_checkpoint(path: str | Path, model: torch.nn.Module) -> Path:
-    """Save a demucs model as demucs's own serializer does (half-precision state, class by reference)."""
-    from demucs_infer.htdemucs import HTDemucs
-
-    import demucs_infer.compat  # noqa: F401
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    args, kwargs = model._init_args_kwargs
-    state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
-    # The published checkpoints name the class demucs.htdemucs.HTDemucs; write the same reference.
-    original = HTDemucs.__module__
-    HTDemucs.__module__ = "demucs.htdemucs"
-    try:
-        torch.save({"klass": HTDemucs, "args": args, "kwargs": kwargs, "state": state,
-                    "training_args": {}}, path)
-    finally:
-        HTDemucs.__module__ = original
-    return path
-
-
-TINY = dict(channels=4, t_layers=1, t_heads=2, dconv_comp=2)
-
-
-def build_htdemucs(full_size: bool = False) -> torch.nn.Module:
-    """htdemucs's architecture (26.9 M parameters), or a tiny one for tests."""
-    from demucs_infer.htdemucs import HTDemucs
-
-    return HTDemucs(list(STEM_NAMES), samplerate=SAMPLE_RATE, segment=7.8, **({} if full_size else TINY))
-
-
-def write_random_checkpoint(directory: str | Path, seed: int = 0, full_size: bool = False) -> list[Path]:
-    torch.manual_seed(seed)
-    (file,) = weights.files_of([COMPONENT])
-    return [write_checkpoint(Path(directory) / file.name, build_htdemucs(full_size))]
+def load_separator(weights_dir: str | Path | None = None, device: str | torch.device | None = None,
+                   segment: float | None = None, overlap: float = 0.25, offline: bool | None = None) -> Separator:
+    (path,) = weights.paths_of(COMPONENT, weights_dir, offline)
+    return Separator(read_model(path), pick_device(device), segment, overlap)

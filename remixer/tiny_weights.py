@@ -3,9 +3,9 @@
     python -m remixer.tiny_weights DIR
     REMIXER_WEIGHTS_DIR=DIR ...   # the product then runs offline (its output is noise)
 
-Each stage registers the writer for its own checkpoints in `WRITERS`; a writer
-takes the weights directory and a seed and writes the files under the names
-the manifest (`remixer.weights.MANIFEST`) gives them.
+The writers live in `remixer.testing` (one module per stage; the product never
+imports them); a writer takes the weights directory and a seed and writes the
+files under the names the manifest (`remixer.weights.MANIFEST`) gives them.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from typing import Callable
 # component -> "module:function"; imported lazily so writing one component
 # never imports the libraries of the others.
 WRITERS: dict[str, str] = {
-    "btc": "btc.checkpoint:write_random_checkpoints",
-    "htdemucs": "remixer.separation:write_random_checkpoint",
-    "allin1": "remixer.rhythm:write_random_checkpoints",
-    "musicgen": "remixer.generation:write_random_checkpoints",
-    "mbd": "remixer.mbd:write_random_checkpoint",
+    "btc": "remixer.testing.btc:write_random_checkpoints",
+    "htdemucs": "remixer.testing.separation:write_random_checkpoint",
+    "allin1": "remixer.testing.rhythm:write_random_checkpoints",
+    "musicgen": "remixer.testing.musicgen:write_random_checkpoints",
+    "mbd": "remixer.testing.mbd:write_random_checkpoint",
 }
 
 

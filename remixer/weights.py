@@ -127,6 +127,14 @@ def ensure(
     return root
 
 
+def paths_of(component: str, directory: str | os.PathLike | None = None, offline: bool | None = None
+             ) -> list[Path]:
+    """The one way a loader finds its files: the component's files in manifest order, fetched first when
+    missing (never when offline: then the error lists what is missing and where to get it)."""
+    root = ensure([component], directory, offline=offline)
+    return [root / f.name for f in files_of([component])]
+
+
 def _offline_message(absent: list[WeightFile], root: Path) -> str:
     lines = [f"{len(absent)} model file(s) missing from {root} and downloads are off:"]
     lines += [f"  {root / f.name}  <- {f.url}" for f in absent]

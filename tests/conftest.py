@@ -12,6 +12,18 @@ import pytest
 import soundfile as sf
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked cuda are skipped where no GPU is found, so CPU runs collect them and say why."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 def _shared_testdata() -> Path:
     """Reference fixtures: $REMIXER_TESTDATA, else ../shared/testdata beside the checkout."""
     candidates = [os.environ.get("REMIXER_TESTDATA"), Path(__file__).resolve().parents[2] / "shared" / "testdata",
@@ -19,7 +31,9 @@ def _shared_testdata() -> Path:
     for candidate in candidates:
         if candidate and (Path(candidate) / "btc").is_dir():
             return Path(candidate)
-    raise RuntimeError("reference fixtures not found: set REMIXER_TESTDATA to the shared testdata folder")
+    # Not fatal at import: the CUDA tests run on a machine without them (benchmarks/gpu_check.py);
+    # a test that needs them fails on its missing file, which names this folder.
+    return Path(candidates[1])
 
 
 SHARED = _shared_testdata()
@@ -54,6 +68,21 @@ def source_wav(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("audio") / "source.wav"
     sf.write(path, tone(channels=1).T, 44100, subtype="FLOAT")
     return path
+
+
+def write_song(path: Path, seconds: float, low: float = 220, high: float = 277, rate: int = 44100) -> Path:
+    """Two stereo tones, as a short song to remix."""
+    music = tone(low, seconds, rate, amplitude=0.3) + tone(high, seconds, rate, amplitude=0.2)
+    sf.write(path, music.T, rate)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_remixer(tiny_weights):
+    """One `Remixer` over the tiny weights, loaded once for every test that remixes in-process."""
+    from remixer.pipeline import Remixer
+
+    return Remixer(tiny_weights, "cpu", offline=True)
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ import torch
 
 import btc
 from remixer import checkpoints
+from remixer.testing import btc as btc_writers
 from tests.conftest import SHARED
 
 DATA = SHARED / "btc"
@@ -74,7 +75,7 @@ def test_vocabularies_match_the_reference_label_lists():
 
 
 def test_checkpoint_keys_and_shapes_are_the_official_ones(tmp_path):
-    written = btc.write_random_checkpoints(tmp_path, seed=3)
+    written = btc_writers.write_random_checkpoints(tmp_path, seed=3)
     for path, name in zip(written, ("large_voca", "majmin")):
         package = checkpoints.read(path, "BTC checkpoint")
         assert all(isinstance(package[key], np.float64) for key in ("mean", "std"))  # as BTC's training code stores them

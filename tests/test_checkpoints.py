@@ -19,7 +19,7 @@ import torch
 from omegaconf import OmegaConf
 
 import btc
-from remixer import checkpoints, chords, generation, mbd
+from remixer import checkpoints, chords, conversion, generation, mbd, models
 from tests.conftest import SHARED
 
 MUSICGEN = Path(__file__).parent / "fixtures" / "musicgen"
@@ -47,7 +47,7 @@ def _hostile(path: Path, marker: Path, legacy: bool = False) -> Path:
 
 
 LOADERS = {
-    "musicgen": (lambda path, weights: generation.load_musicgen_chord(path, "cpu", weights),
+    "musicgen": (lambda path, weights: models.load_musicgen_chord(path, "cpu", weights),
                  generation.GenerationError),
     "btc": (lambda path, weights: chords.read_recognizer(path), checkpoints.CheckpointError),
     "mbd": (lambda path, weights: mbd.load_mbd(path), mbd.MBDError),
@@ -109,13 +109,13 @@ def test_omegaconf_and_plain_layouts_convert_to_the_same_model(name, tmp_path):
     real.parent.mkdir()
     shutil.copy(MUSICGEN / f"{name}.th", real)
     plain = _plain_layout(real, tmp_path / f"{name}.th")
-    cfg_real, state_real = generation.read_converted(real)
-    cfg_plain, state_plain = generation.read_converted(plain)
+    cfg_real, state_real = conversion.read_converted(real)
+    cfg_plain, state_plain = conversion.read_converted(plain)
     assert cfg_real == cfg_plain and isinstance(cfg_real["transformer_lm"]["dim"], int)
     assert state_real.keys() == state_plain.keys()
     assert all(torch.equal(state_real[k], state_plain[k]) for k in state_real)
     # The conversion cache keeps the config as plain JSON (a DictConfig would have become its string).
-    cache = generation.convert_checkpoint(real)
+    cache = conversion.convert_checkpoint(real)
     cached = json.loads((cache / "decoder_config.json").read_text())["xp.cfg"]
     assert cached == cfg_real and cached["conditioners"]["self_wav"]["model"] == "chroma_chord"
 
@@ -126,8 +126,8 @@ def test_audiocraft_export_layout_and_extra_keys_load(tmp_path):
     # audiocraft's export_lm: the config as YAML text and the state under best_state, plus bookkeeping keys.
     torch.save({"xp.cfg": OmegaConf.to_yaml(package["xp.cfg"]), "best_state": package["model"],
                 "version": "1.3.0", "exported": True}, exported)
-    cfg, state = generation.read_converted(exported)
-    _, reference = generation.read_converted(MUSICGEN / "musicgen-tiny-chord.th")
+    cfg, state = conversion.read_converted(exported)
+    _, reference = conversion.read_converted(MUSICGEN / "musicgen-tiny-chord.th")
     assert cfg["transformer_lm"]["n_q"] == 4 and all(torch.equal(state[k], reference[k]) for k in reference)
 
 
@@ -135,7 +135,7 @@ def test_musicgen_config_without_an_lm_is_refused(tmp_path):
     path = tmp_path / "musicgen-chord.th"
     torch.save({"xp.cfg": OmegaConf.create({"sample_rate": 32000}), "model": {}}, path)
     with pytest.raises(generation.GenerationError, match="no transformer_lm section"):
-        generation.read_converted(path)
+        conversion.read_converted(path)
 
 
 # --- BTC ---------------------------------------------------------------------------------

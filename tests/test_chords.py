@@ -7,7 +7,6 @@ import pytest
 
 import btc
 from btc import ChordSegment
-
 from remixer.chords import ChordError, chord_to_pitch_classes, segments_to_chroma, window_chroma
 from tests.conftest import SHARED
 
@@ -68,7 +67,7 @@ def test_unknown_syntax_names_the_token(label, named):
 def test_progression_truth_gives_the_right_pitch_classes_on_every_frame():
     segments = btc.read_lab(SHARED / "btc" / "progression_truth.lab")
     chroma = segments_to_chroma(segments, duration=24.0)
-    assert chroma.shape == (188, 12)  # 24 s at 7.8125 frames per second
+    assert chroma.shape == (188, 12)  # 24 s on the 30/235 s grid
     for frame in range(chroma.shape[0]):
         t = frame * 30 / 235
         label = next(s.label for s in segments if s.start <= t < s.end)

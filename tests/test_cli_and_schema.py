@@ -71,7 +71,7 @@ def test_a_damaged_weight_file_is_named_not_a_traceback(tiny_weights, tmp_path):
     done = _cli(str(song), "--prompt", "x", "--model-version", "chord",
                 env={"REMIXER_WEIGHTS_DIR": str(weights), "REMIXER_OFFLINE": "1"})
     assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert str(damaged) in done.stderr and "fetch it again" in done.stderr
+    assert str(damaged) in done.stderr and "python -m remixer.weights download btc-large-voca" in done.stderr
 
 
 def test_committed_schema_matches_predict():

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from remixer import decoding, generation
-from remixer.generation import Sampling, load_musicgen_chord
+from remixer.generation import Sampling
+from remixer.models import load_musicgen_chord
 
 FIXTURES = Path(__file__).parent / "fixtures" / "musicgen"
 NAMES = ["musicgen-tiny-chord", "musicgen-tiny-stereo-chord"]
@@ -34,7 +35,7 @@ def _text(reference) -> generation.EncodedText:
 def test_every_steps_logits_match_the_reference(name, static, tmp_path, tiny_weights):
     """Teacher-forced through the loop one position at a time: each step's float32 logits within 1e-4."""
     model, reference = _load(name, tmp_path, tiny_weights)
-    decoder = generation.decoder_for(model)
+    decoder = model.decoder_for()
     prefix = generation.condition_prefix(model, _text(reference), reference["chroma"][0].numpy(), guided=False)
     tokens = reference["tokens"]  # (1, K, S), BOS first
     expected = reference["logits"][0]  # (K, S, card): position s predicts s + 1
@@ -125,7 +126,7 @@ def test_same_seed_same_draws_and_other_seeds_differ():
 
 # --- CUDA (run by the GPU check; skipped without a GPU) ------------------------------------------
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+cuda = pytest.mark.cuda
 
 
 @cuda
@@ -134,7 +135,7 @@ def test_cuda_graph_float16_greedy_tokens_against_the_reference(name, tmp_path, 
     """float16 weights and a captured step: the reference's greedy tokens for at least 90% of positions
     (half precision may flip near-ties; a wrong graph or mask flips nearly all)."""
     model, reference = _load(name, tmp_path, tiny_weights, "cuda")
-    assert generation.decoder_for(model).dtype == torch.float16
+    assert model.decoder_for().dtype == torch.float16
     monkeypatch.setattr(generation, "encode_text", lambda _model, _text_: _text(reference))
     case = reference["songs"]["long"]
     result = generation.generate(model, "a song", case["chroma"].numpy(), case["seconds"],

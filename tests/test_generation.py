@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from btc import ChordSegment
-from remixer import chords, decoding, generation
-from remixer.generation import GenerationError, Sampling, load_musicgen_chord
+from remixer import chords, conversion, decoding, generation, models
+from remixer.generation import GenerationError, Sampling
+from remixer.models import load_musicgen_chord
 
 FIXTURES = Path(__file__).parent / "fixtures" / "musicgen"
 
@@ -135,21 +136,21 @@ def test_facts_of_every_version(tiny_weights):
     for version, channels, codebooks in (("chord", 1, 4), ("chord-large", 1, 4), ("stereo-chord", 2, 8),
                                          ("stereo-chord-large", 2, 8)):
         model = load_musicgen_chord(tiny_weights / "musicgen" / f"musicgen-{version}.th", "cpu", tiny_weights)
-        facts = model.chord_facts
+        facts = model.facts
         assert (facts.version, facts.channels, facts.codebooks, facts.max_delay) == (version, channels, codebooks, 3)
 
 
 def test_conversion_is_cached_and_redone_when_the_source_changes(tmp_path, tiny_weights):
     th = tmp_path / "musicgen-chord.th"
     shutil.copy(tiny_weights / "musicgen" / "musicgen-chord.th", th)
-    cache = generation.convert_checkpoint(th)
+    cache = conversion.convert_checkpoint(th)
     state = cache / "model.safetensors"
     first = state.stat().st_mtime_ns
-    assert generation.convert_checkpoint(th) == cache and state.stat().st_mtime_ns == first
+    assert conversion.convert_checkpoint(th) == cache and state.stat().st_mtime_ns == first
     stat = th.stat()
     os.utime(th, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))  # the source changed: converted again
     state.unlink()  # so a re-conversion is visible without comparing timestamps
-    generation.convert_checkpoint(th)
+    conversion.convert_checkpoint(th)
     assert state.is_file()
     assert json.loads((cache / "source.json").read_text())["mtime_ns"] == stat.st_mtime_ns + 1_000_000
     assert not list(tmp_path.glob("*.tmp"))
@@ -250,12 +251,12 @@ def test_window_starts():
 
 def test_model_cache_keeps_one_model_per_version_within_budget(tiny_weights):
     paths = [tiny_weights / "musicgen" / f"musicgen-{v}.th" for v in ("chord", "stereo-chord")]
-    roomy = generation.ModelCache(budget_bytes=10 * 2**30)
+    roomy = models.ModelCache(budget_bytes=10 * 2**30)
     first = roomy.get(paths[0], "cpu", tiny_weights)
     assert roomy.get(paths[0], "cpu", tiny_weights) is first  # loaded once
     roomy.get(paths[1], "cpu", tiny_weights)
     assert len(roomy) == 2
-    tight = generation.ModelCache(budget_bytes=max(p.stat().st_size for p in paths) + 1)
+    tight = models.ModelCache(budget_bytes=max(p.stat().st_size for p in paths) + 1)
     tight.get(paths[0], "cpu", tiny_weights)
     tight.get(paths[1], "cpu", tiny_weights)
     assert len(tight) == 1  # the older model was unloaded to make room

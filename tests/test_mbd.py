@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from remixer import checkpoints, mbd
+from remixer.testing import mbd as mbd_writers
 
 FIXTURES = Path(__file__).parent / "fixtures" / "mbd"
 
@@ -58,7 +59,7 @@ def test_bad_checkpoints_are_explained(tmp_path):
 
 
 def test_tiny_writer_uses_the_published_layout(tmp_path):
-    (path,) = mbd.write_random_checkpoint(tmp_path)
+    (path,) = mbd_writers.write_random_checkpoint(tmp_path)
     package = checkpoints.read(path, "MBD checkpoint")
     reference = checkpoints.read(FIXTURES / "mbd-tiny.th", "MBD checkpoint")
     assert set(package) == set(reference)

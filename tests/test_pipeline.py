@@ -11,22 +11,19 @@ import soundfile as sf
 from remixer.audio import AudioError
 from remixer.pipeline import Remixer
 from remixer.request import RemixRequest, RequestError
-from tests.conftest import tone
+from tests.conftest import write_song
 
 SR = 44100
 
 
 @pytest.fixture(scope="module")
-def remixer(tiny_weights):
-    return Remixer(tiny_weights, "cpu", offline=True)
+def remixer(tiny_remixer):
+    return tiny_remixer
 
 
 @pytest.fixture(scope="module")
 def song(tmp_path_factory):
-    path = tmp_path_factory.mktemp("song") / "song.flac"
-    music = tone(220, 5.0, SR, amplitude=0.3) + tone(277, 5.0, SR, amplitude=0.2)
-    sf.write(path, music.T, SR)
-    return path
+    return write_song(tmp_path_factory.mktemp("song") / "song.flac", 5.0)
 
 
 @pytest.fixture

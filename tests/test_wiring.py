@@ -17,9 +17,8 @@ import torch
 
 from btc import ChordSegment
 from remixer import beatsync, chords, generation, mix, rhythm, separation
-from remixer.pipeline import Remixer
 from remixer.request import RemixRequest
-from tests.conftest import dominant_frequency, tone
+from tests.conftest import dominant_frequency, tone, write_song
 
 SR = 44100
 SECONDS = 8.0
@@ -29,16 +28,13 @@ KNOWN_CHORDS = [ChordSegment(0.0, 3.0, "D:min7"), ChordSegment(3.0, 5.5, "G:7"),
 
 
 @pytest.fixture(scope="module")
-def remixer(tiny_weights):
-    return Remixer(tiny_weights, "cpu", offline=True)
+def remixer(tiny_remixer):
+    return tiny_remixer
 
 
 @pytest.fixture(scope="module")
 def song(tmp_path_factory):
-    path = tmp_path_factory.mktemp("wiring") / "song.wav"
-    music = tone(220, SECONDS, SR, amplitude=0.3) + tone(330, SECONDS, SR, amplitude=0.2)
-    sf.write(path, music.T, SR, subtype="FLOAT")
-    return path
+    return write_song(tmp_path_factory.mktemp("wiring") / "song.wav", SECONDS, 220, 330)
 
 
 class Spy:
@@ -189,7 +185,7 @@ def test_wiring_sampling_settings_seed_prompt_and_model_reach_generation(remixer
                                        top_k=7, top_p=0.3, temperature=0.8, classifier_free_guidance=2)
     result = remixer.remix(request, tmp_path)
     (model, prompt, _chroma, duration, sampling), kwargs = generate.calls[0]
-    assert model.chord_facts.version == "chord"
+    assert model.facts.version == "chord"
     assert prompt == "bossa nova" and duration == pytest.approx(SECONDS)
     assert sampling == generation.Sampling(top_k=7, top_p=0.3, temperature=0.8, classifier_free_guidance=2)
     assert kwargs["seed"] == 123 and kwargs["bpm"] == 97.4 and result.seed == 123
@@ -253,3 +249,23 @@ def test_stereo_vocals_keep_their_channel_order_in_the_mix():
     remix = mix.mix(quiet, prepared, 32000, "peak")
     assert dominant_frequency(remix[0], 32000) == pytest.approx(440, abs=2)
     assert dominant_frequency(remix[1], 32000) == pytest.approx(660, abs=2)
+
+
+def test_wiring_gpu_out_of_memory_is_explained_and_the_next_request_runs(remixer, song, tmp_path, monkeypatch):
+    """Fixed: generation runs out of GPU memory once (as CUDA reports it)."""
+    from remixer.pipeline import OutOfGPUMemory
+
+    real = generation.generate
+    calls = []
+
+    def once_out_of_memory(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(generation, "generate", once_out_of_memory)
+    request = RemixRequest.from_inputs(prompt="x", music_input=song, model_version="chord", seed=1)
+    with pytest.raises(OutOfGPUMemory, match="ran out of memory remixing 'song.wav' with chord: try a shorter"):
+        remixer.remix(request, tmp_path / "a")
+    assert remixer.remix(request, tmp_path / "b").remix.exists()

@@ -1,0 +1,215 @@
+"""GPU readiness: one command that proves every stage on CUDA and measures a request, on an offline GPU machine.
+
+On a development machine (network):   tools/gpu_wheels.sh            # -> .whl/, the packages the GPU lacks
+On the GPU machine (SPEC section 12), from the checkout, carrying .whl:
+    python3 benchmarks/gpu_check.py --wheels .whl --out "$OUT"
+CPU dry run (a test in the suite runs it, so the script cannot rot between GPU runs):
+    .venv/bin/python benchmarks/gpu_check.py --device cpu --quick --out /tmp/gpu-check
+
+Steps: install the carried wheels offline (when given); run the CUDA tests
+(tests marked cuda) and report each; time our decode loop against transformers'
+generate() for the medium and large shapes, mono and stereo; time a whole
+request on a song (3 minutes by default) at full model sizes with random weights,
+generation timed for --generate-seconds and extrapolated to the song (said so in
+the table); peak GPU memory. Prints one table last; writes gpu_check.json
+(everything) under --out. Sized to finish in about 7 minutes on an H100.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the checkout's own package, not an installed copy
+
+
+def install_wheels(folder: Path, site: Path = Path("/tmp/site")) -> str:
+    wheels = sorted(str(p) for p in folder.glob("*.whl"))
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
+                    "--no-cache-dir", "--upgrade", "--target", str(site), *wheels], check=True)
+    sys.path.insert(0, str(site))
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])
+    return f"{len(wheels)} wheels from {folder}"
+
+
+def run_cuda_tests(out: Path, timeout: int) -> list[dict]:
+    report = out / "cuda_tests.xml"
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "cuda",
+               "tests/test_cuda.py", "tests/test_decoding.py", f"--junitxml={report}"]
+    try:
+        subprocess.run(command, cwd=ROOT, timeout=timeout, capture_output=True, text=True)
+    except subprocess.TimeoutExpired:
+        return [{"test": "cuda tests", "result": f"timed out after {timeout} s"}]
+    if not report.exists():
+        return [{"test": "cuda tests", "result": "no report (pytest did not run)"}]
+    rows = []
+    for case in ElementTree.parse(report).getroot().iter("testcase"):
+        outcome = "passed"
+        for child in case:
+            if child.tag in {"failure", "error"}:
+                outcome = f"FAILED: {(child.get('message') or '').splitlines()[0][:160]}"
+            elif child.tag == "skipped":
+                outcome = f"skipped ({child.get('message', '')[:60]})"
+        rows.append({"test": case.get("name"), "result": outcome})
+    return rows
+
+
+def decode_speed(device, shapes: list[str], steps: int) -> list[dict]:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_generation
+
+    rows = []
+    for shape in shapes:
+        for version in ("chord", "stereo-chord"):
+            rows.append(bench_generation.run(shape, version, steps, device))
+    return rows
+
+
+def timed_request(device, quick: bool, song_seconds: float, generate_seconds: float) -> dict:
+    import numpy as np
+    import soundfile as sf
+    import torch
+
+    from remixer import generation
+    from remixer.pipeline import Remixer
+    from remixer.request import RemixRequest
+    from remixer.tiny_weights import write_all
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "weights"
+        start = time.perf_counter()
+        if quick:
+            write_all(root)
+        else:
+            sys.path.insert(0, str(ROOT / "benchmarks"))
+            from bench_pipeline import write_full_weights
+
+            write_full_weights(root)
+        written = time.perf_counter() - start
+        song = Path(tmp) / "song.wav"
+        t = np.arange(int(song_seconds * 44100)) / 44100
+        music = 0.3 * np.sin(2 * np.pi * 220 * t) + 0.2 * np.sign(np.sin(2 * np.pi * 2 * t)) * 0.3
+        sf.write(song, np.stack([music, 0.8 * music]).T.astype(np.float32), 44100)
+
+        start = time.perf_counter()
+        remixer = Remixer(root, str(device), offline=True)
+        remixer.load_version("chord")
+        setup = time.perf_counter() - start
+        measured = {}
+        real_generate = generation.generate
+
+        def partial_generate(model, prompt, chroma, duration, *args, **kwargs):
+            # Generation is the only stage timed on part of the song: it runs for `generate_seconds`
+            # and its time is extrapolated per token step; its audio is tiled to the song's length.
+            part = min(duration, generate_seconds)
+            begin = time.perf_counter()
+            result = real_generate(model, prompt, chroma, part, *args, **kwargs)
+            measured["seconds"] = time.perf_counter() - begin
+            steps = sum(n + model.facts.max_delay for n in generation.window_new_frames(part))
+            full_steps = sum(n + model.facts.max_delay for n in generation.window_new_frames(duration))
+            measured.update(steps=steps, full_steps=full_steps)
+            repeats = int(np.ceil(duration / part))
+            audio = np.tile(result.audio, (1, repeats))[:, :int(round(duration * generation.SAMPLE_RATE))]
+            return generation.Generated(result.tokens, audio, result.sample_rate, result.seed)
+
+        generation.generate = partial_generate
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        try:
+            request = RemixRequest.from_inputs(prompt="bossa nova", music_input=song, model_version="chord", seed=1)
+            result = remixer.remix(request, Path(tmp) / "out")
+        finally:
+            generation.generate = real_generate
+        timings = dict(result.timings)
+        per_step = measured["seconds"] / measured["steps"]
+        timings["generate"] = timings["generate"] - measured["seconds"] + per_step * measured["full_steps"]
+        return {
+            "song_seconds": song_seconds, "weights": "tiny" if quick else "full size (MusicGen-Chord medium)", "weights_written_s": written, "setup_s": setup,
+            "setup_table": remixer.setup_timings, "timings_s": timings,
+            "generation": {"timed_seconds_of_audio": min(song_seconds, generate_seconds),
+                           "ms_per_step": 1000 * per_step, "steps_for_the_song": measured["full_steps"],
+                           "extrapolated": song_seconds > generate_seconds},
+            "total_s": sum(timings.values()),
+            "peak_gpu_memory_gb": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None,
+        }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default=None, help="cuda (default when present) or cpu")
+    parser.add_argument("--quick", action="store_true", help="tiny weights and shapes, a few seconds of audio")
+    parser.add_argument("--wheels", type=Path, help="install these wheels offline first")
+    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "gpu_check_out")))
+    parser.add_argument("--song-seconds", type=float, default=None)
+    parser.add_argument("--generate-seconds", type=float, default=None)
+    parser.add_argument("--steps", type=int, default=None, help="decode steps per speed measurement")
+    parser.add_argument("--test-timeout", type=int, default=240)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    results: dict = {"date": time.strftime("%Y-%m-%d"), "wheels": install_wheels(args.wheels) if args.wheels else None}
+
+    import torch
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    results["environment"] = {
+        "python": sys.version.split()[0], "torch": torch.__version__, "device": str(device),
+        "card": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
+        "gpu_memory_gb": torch.cuda.get_device_properties(0).total_memory / 2**30 if device.type == "cuda" else None,
+    }
+    quick = args.quick
+    song_seconds = args.song_seconds or (4.0 if quick else 180.0)
+    generate_seconds = args.generate_seconds or (2.0 if quick else 30.0)
+    steps = args.steps or (20 if quick else 250)
+    shapes = ["tiny"] if quick else ["medium", "large"]
+
+    stage = time.perf_counter()
+    results["cuda_tests"] = run_cuda_tests(args.out, args.test_timeout)
+    results["cuda_tests_s"] = time.perf_counter() - stage
+    (args.out / "gpu_check.json").write_text(json.dumps(results, indent=1, default=str))
+    results["decode_speed"] = decode_speed(device, shapes, steps)
+    (args.out / "gpu_check.json").write_text(json.dumps(results, indent=1, default=str))
+    results["request"] = timed_request(device, quick, song_seconds, generate_seconds)
+    (args.out / "gpu_check.json").write_text(json.dumps(results, indent=1, default=str))
+    print_table(results)
+    failed = [row for row in results["cuda_tests"] if row["result"].startswith(("FAILED", "timed out", "no report"))]
+    return 1 if failed else 0
+
+
+def print_table(results: dict) -> None:
+    env = results["environment"]
+    print(f"GPU check {results['date']}: {env['card']} ({env['device']}), torch {env['torch']}, "
+          f"python {env['python']}")
+    print("| CUDA test | result |")
+    print("|---|---|")
+    for row in results["cuda_tests"]:
+        print(f"| {row['test']} | {row['result']} |")
+    print("| shape | version | ours (tokens/s) | transformers generate (tokens/s) | ratio | ours (ms/step) "
+          "| bandwidth floor (ms/step) |")
+    print("|---|---|---|---|---|---|---|")
+    for r in results["decode_speed"]:
+        print(f"| {r['shape']} | {r['version']} | {r['ours_tps']:.1f} | {r['theirs_tps']:.1f} | {r['ratio']:.2f}x "
+              f"| {r['ours_ms']:.2f} | {r['floor_ms']:.2f} |")
+    request = results["request"]
+    note = " (extrapolated from {timed_seconds_of_audio:g} s)".format(**request["generation"]) \
+        if request["generation"]["extrapolated"] else ""
+    print(f"| request stage ({request['song_seconds']:g} s song, {request['weights']}) | seconds |")
+    print("|---|---|")
+    for name, seconds in request["timings_s"].items():
+        print(f"| {name}{note if name == 'generate' else ''} | {seconds:.1f} |")
+    print(f"| total | {request['total_s']:.1f} |")
+    peak = request["peak_gpu_memory_gb"]
+    print(f"setup {request['setup_s']:.1f} s; generation {request['generation']['ms_per_step']:.2f} ms per step; "
+          f"peak GPU memory {peak:.1f} GB" if peak is not None else
+          f"setup {request['setup_s']:.1f} s; generation {request['generation']['ms_per_step']:.2f} ms per step")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""Published MusicGen-Chord checkpoints -> transformers' MusicGen-Melody layout, converted once and cached.
+
+A published `.th` holds `xp.cfg` (audiocraft's config, a pickled OmegaConf
+DictConfig) and `model` (the LM state dict). The config carries the model's
+facts (`ModelFacts`); the state is renamed to transformers' keys (fused
+attention projections split) and cached beside the source as safetensors.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from remixer import checkpoints
+from remixer.generation import GenerationError
+
+log = logging.getLogger(__name__)
+
+_CONVERTED = "converted"
+_STATE_FILE = "model.safetensors"
+_CONFIG_FILE = "decoder_config.json"
+_SOURCE_FILE = "source.json"
+CONFIG_FILE = _CONFIG_FILE
+STATE_FILE = _STATE_FILE
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What a model_version is, read from its checkpoint's xp.cfg."""
+
+    version: str
+    channels: int
+    codebooks: int
+    hidden_size: int
+    layers: int
+    heads: int
+
+    @property
+    def max_delay(self) -> int:
+        """Codebook delay of the last codebook (frames): 3 for mono and for interleaved stereo."""
+        return self.codebooks // self.channels - 1
+
+
+def lm_shape(cfg: dict) -> dict:
+    lm = cfg["transformer_lm"]
+    return {
+        "dim": int(lm["dim"]),
+        "layers": int(lm["num_layers"]),
+        "heads": int(lm["num_heads"]),
+        "n_q": int(lm["n_q"]),
+        "card": int(lm["card"]),
+        "hidden_scale": float(lm.get("hidden_scale", 4)),
+    }
+
+
+def facts_from_cfg(cfg: dict, version: str) -> ModelFacts:
+    shape = lm_shape(cfg)
+    stereo = int(cfg.get("channels", 1)) == 2 or bool(cfg.get("interleave_stereo_codebooks", {}).get("use"))
+    return ModelFacts(version, 2 if stereo else 1, shape["n_q"], shape["dim"], shape["layers"], shape["heads"])
+
+
+def decoder_config(cfg: dict):
+    from transformers import MusicgenMelodyDecoderConfig
+
+    shape = lm_shape(cfg)
+    facts = facts_from_cfg(cfg, "")
+    return MusicgenMelodyDecoderConfig(
+        vocab_size=shape["card"], hidden_size=shape["dim"], ffn_dim=int(shape["hidden_scale"] * shape["dim"]),
+        num_hidden_layers=shape["layers"], num_attention_heads=shape["heads"], num_codebooks=shape["n_q"],
+        audio_channels=facts.channels, dropout=0.0, pad_token_id=shape["card"], bos_token_id=shape["card"],
+    )
+
+
+# audiocraft LM name -> transformers name (facts from both layouts).
+_RENAMES = (
+    ("condition_provider.conditioners.description.output_proj", "enc_to_dec_proj"),
+    ("condition_provider.conditioners.self_wav.output_proj", "audio_enc_to_dec_proj"),
+    ("emb.", "decoder.model.decoder.embed_tokens."),
+    ("transformer.layers.", "decoder.model.decoder.layers."),
+    ("out_norm.", "decoder.model.decoder.layer_norm."),
+    ("linears.", "decoder.lm_heads."),
+    (".linear1.", ".fc1."),
+    (".linear2.", ".fc2."),
+    (".norm1.", ".self_attn_layer_norm."),
+    (".norm2.", ".final_layer_norm."),
+)
+
+
+def convert_state_dict(lm_state: dict[str, torch.Tensor], hidden_size: int) -> dict[str, torch.Tensor]:
+    """audiocraft LM state dict -> transformers MusicGen-Melody names (decoder and projections)."""
+    out: dict[str, torch.Tensor] = {}
+    for name, tensor in lm_state.items():
+        if not name.startswith(("condition_provider.conditioners.description.output_proj",
+                                "condition_provider.conditioners.self_wav.output_proj",
+                                "emb.", "transformer.", "out_norm.", "linears.")):
+            continue  # conditioner internals (chroma extractor buffers) have no transformers counterpart
+        for old, new in _RENAMES:
+            name = name.replace(old, new)
+        if name.endswith("self_attn.in_proj_weight"):
+            base = name[: -len("in_proj_weight")]
+            q, k, v = tensor.split(hidden_size, dim=0)
+            out[base + "q_proj.weight"], out[base + "k_proj.weight"], out[base + "v_proj.weight"] = q, k, v
+        else:
+            out[name] = tensor
+    return {k: v.contiguous() for k, v in out.items()}
+
+
+def _source_stamp(path: Path) -> dict:
+    stat = path.stat()
+    return {"name": path.name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def converted_dir(th_path: Path) -> Path:
+    return th_path.with_name(f"{th_path.stem}.{_CONVERTED}")
+
+
+def convert_checkpoint(th_path: str | Path) -> Path:
+    """Convert once; later calls return the cache unless the source file changed."""
+    from safetensors.torch import save_file
+
+    th_path = Path(th_path)
+    target = converted_dir(th_path)
+    stamp = _source_stamp(th_path)
+    source_file = target / _SOURCE_FILE
+    if source_file.is_file() and json.loads(source_file.read_text()) == stamp:
+        return target
+    log.info("converting %s to the transformers layout (once)", th_path.name)
+    cfg, state = read_converted(th_path)
+    work = target.with_name(target.name + ".tmp")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    save_file(state, str(work / _STATE_FILE))
+    (work / _CONFIG_FILE).write_text(json.dumps({"xp.cfg": cfg}, indent=1))
+    (work / _SOURCE_FILE).write_text(json.dumps(stamp))
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(work, target)
+    return target
+
+
+def read_converted(th_path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """A published .th file's xp.cfg and its LM state in the transformers layout, in memory."""
+    try:
+        package = checkpoints.read(th_path, "MusicGen-Chord checkpoint")
+    except checkpoints.CheckpointError as error:
+        raise GenerationError(str(error)) from None
+    # The published files hold 'model'; audiocraft's own export names the same state 'best_state'.
+    state_key = next((key for key in ("model", "best_state") if key in package), None)
+    if "xp.cfg" not in package or state_key is None:
+        raise GenerationError(f"{th_path}: a MusicGen-Chord checkpoint holds 'xp.cfg' and 'model'")
+    # xp.cfg is a pickled OmegaConf DictConfig in the published files (a YAML text in audiocraft's
+    # export): plain data from here on.
+    cfg = package["xp.cfg"]
+    if isinstance(cfg, str):
+        from omegaconf import OmegaConf
+
+        cfg = OmegaConf.create(cfg)
+    cfg = checkpoints.plain(cfg)
+    if not isinstance(cfg, dict) or "transformer_lm" not in cfg:
+        raise GenerationError(f"{th_path}: its xp.cfg has no transformer_lm section; not a MusicGen-Chord checkpoint")
+    return cfg, convert_state_dict(package.pop(state_key), lm_shape(cfg)["dim"])

@@ -1,0 +1,198 @@
+"""Loaded MusicGen-Chord models: one typed model object per checkpoint and device, cached within a budget.
+
+`ChordModel` is transformers' MusicGen-Melody with the facts of its checkpoint
+(`facts`: channels, codebooks, version) and our decode loop over its own
+decoder weights (`decoder_for`). T5 and EnCodec are shared by all versions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+from transformers import MusicgenMelodyForConditionalGeneration
+
+from remixer import decoding, weights
+from remixer.conversion import (
+    CONFIG_FILE,
+    STATE_FILE,
+    ModelFacts,
+    convert_checkpoint,
+    decoder_config,
+    facts_from_cfg,
+)
+from remixer.device import pick_device
+from remixer.generation import CARD, GenerationError
+
+log = logging.getLogger(__name__)
+
+
+class ChordModel(MusicgenMelodyForConditionalGeneration):
+    """MusicGen-Melody weights of a MusicGen-Chord checkpoint, with that checkpoint's facts."""
+
+    facts: ModelFacts
+    fast_decoder: decoding.Decoder | None = None
+
+    def decoder_for(self) -> decoding.Decoder:
+        """Our decode loop over this model's own decoder weights, built once."""
+        if self.fast_decoder is None:
+            self.fast_decoder = decoding.Decoder(self)
+        return self.fast_decoder
+
+
+_shared_lock = threading.Lock()
+_shared: dict[tuple, torch.nn.Module] = {}
+
+
+def _shared_encoder(kind: str, directory: Path, device: torch.device) -> torch.nn.Module:
+    """T5 and EnCodec are the same for all four versions: load each once per device."""
+    from transformers import EncodecModel, T5EncoderModel
+
+    key = (kind, str(directory), str(device))
+    with _shared_lock:
+        if key not in _shared:
+            cls = T5EncoderModel if kind == "t5" else EncodecModel
+            _shared[key] = cls.from_pretrained(str(directory)).to(device).eval()
+        return _shared[key]
+
+
+def load_musicgen_chord(th_path: str | Path, device: str | torch.device | None = "cpu",
+                        weights_dir: str | Path | None = None, offline: bool | None = None) -> ChordModel:
+    """The transformers model for a MusicGen-Chord checkpoint (converted, cached).
+
+    Its facts (channels, codebooks, version) are at `model.facts`.
+    """
+    from safetensors.torch import load_file
+
+    th_path = Path(th_path)
+    if not th_path.is_file():
+        raise GenerationError(f"MusicGen-Chord checkpoint not found: {th_path}")
+    chosen = pick_device(device)
+    root = weights.ensure(["t5", "encodec"], weights_dir, offline=offline)
+    cache = convert_checkpoint(th_path)
+    cfg = json.loads((cache / CONFIG_FILE).read_text())["xp.cfg"]
+    version = th_path.stem.removeprefix("musicgen-")
+
+    text_encoder = _shared_encoder("t5", root / "t5", chosen)
+    audio_encoder = _shared_encoder("encodec", root / "encodec", chosen)
+    # Read straight onto the device, the decoder in the precision it runs in: one move, no second copy.
+    state = load_file(str(cache / STATE_FILE), device=str(chosen))
+    if chosen.type == "cuda":
+        dtype = _cuda_decoder_dtype()
+        state = {k: v.to(dtype) if k.startswith("decoder.") else v for k, v in state.items()}
+    model = assemble(cfg, text_encoder, audio_encoder, state, version, th_path.name)
+    return prepare(model, chosen)
+
+
+def assemble(cfg: dict, text_encoder, audio_encoder, state: dict[str, torch.Tensor] | None = None,
+             version: str = "chord", name: str = "model") -> ChordModel:
+    """A ChordModel with the decoder shape of `cfg`: converted weights, or random when `state` is None."""
+    from transformers import MusicgenMelodyConfig, MusicgenMelodyForCausalLM
+
+    facts = facts_from_cfg(cfg, version)
+    if state is None:
+        decoder = MusicgenMelodyForCausalLM(decoder_config(cfg))
+        model = ChordModel(text_encoder=text_encoder, audio_encoder=audio_encoder, decoder=decoder)
+        model.facts = facts
+        return model
+    # Build on the meta device and take the converted tensors as they are: no random init, no copy.
+    with torch.device("meta"):
+        decoder = MusicgenMelodyForCausalLM(decoder_config(cfg))
+        config = MusicgenMelodyConfig(text_encoder=text_encoder.config, audio_encoder=audio_encoder.config,
+                                      decoder=decoder.config)
+        model = ChordModel(config=config)
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    missing = [k for k in missing if not k.startswith(("text_encoder.", "audio_encoder."))
+               and "embed_positions" not in k]
+    if missing or unexpected:
+        raise GenerationError(f"{name}: converted weights do not fit the model "
+                              f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+    model.text_encoder = text_encoder
+    model.audio_encoder = audio_encoder
+    _materialise_buffers(model)
+    model.facts = facts
+    return model
+
+
+def prepare(model: ChordModel, device: torch.device) -> ChordModel:
+    model.to(device).eval()
+    if device.type == "cuda":
+        # The decode loop reads every decoder weight once per step: half the bytes in 16 bits.
+        model.decoder.to(_cuda_decoder_dtype())
+    gen = model.generation_config
+    gen.decoder_start_token_id = gen.pad_token_id = gen.bos_token_id = CARD
+    return model
+
+
+def _cuda_decoder_dtype() -> torch.dtype:
+    """float16 by default (MusicGen was trained under float16 autocast); REMIXER_DECODER_DTYPE=bfloat16
+    or float32 where a model's activations overflow float16."""
+    name = os.environ.get("REMIXER_DECODER_DTYPE", "float16")
+    choices = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+    if name not in choices:
+        raise GenerationError(f"REMIXER_DECODER_DTYPE must be one of {', '.join(choices)}, got {name!r}")
+    return choices[name]
+
+
+def _materialise_buffers(model: torch.nn.Module) -> None:
+    """Rebuild non-persistent buffers (sinusoidal positions) left on the meta device."""
+    positions = model.decoder.model.decoder.embed_positions
+    if positions.weights.is_meta:
+        table = positions.get_embedding(positions.weights.shape[0], positions.embedding_dim)
+        positions.weights = torch.nn.Buffer(table, persistent=False)
+    leftovers = [name for name, tensor in model.state_dict(keep_vars=True).items() if tensor.is_meta]
+    if leftovers:
+        raise GenerationError(f"weights missing after loading: {leftovers[:5]}")
+
+
+class ModelCache:
+    """Loaded models per (checkpoint, device), least recently used evicted beyond a memory budget."""
+
+    def __init__(self, budget_bytes: int | None = None):
+        self.budget = budget_bytes if budget_bytes is not None else _default_budget()
+        self._models: OrderedDict[tuple[str, str], tuple[torch.nn.Module, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, th_path: Path, device: str | torch.device | None = None, weights_dir=None,
+            offline: bool | None = None) -> ChordModel:
+        key = (str(th_path), str(pick_device(device)))
+        with self._lock:
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key][0]
+            need = _estimated_bytes(th_path)
+            while self._models and sum(size for _, size in self._models.values()) + need > self.budget:
+                evicted, _ = self._models.popitem(last=False)
+                log.info("unloading %s to make room", Path(evicted[0]).name)
+            model = load_musicgen_chord(th_path, device, weights_dir, offline)
+            self._models[key] = (model, need)
+            return model
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+    def __contains__(self, key: tuple[Path, torch.device]) -> bool:
+        path, device = key
+        return (str(path), str(device)) in self._models
+
+
+def _estimated_bytes(th_path: Path) -> int:
+    return th_path.stat().st_size  # float32 on disk and in memory, within a few percent
+
+
+def _default_budget() -> int:
+    configured = os.environ.get("REMIXER_MODEL_CACHE_GB")
+    if configured:
+        return int(float(configured) * 2**30)
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(int(line.split()[1]) * 1024 * 0.6)
+    except OSError:
+        pass
+    return 16 * 2**30

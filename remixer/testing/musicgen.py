@@ -1,0 +1,152 @@
+"""Random MusicGen-Chord, T5 and EnCodec checkpoints in the published layouts (tests and benchmarks only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from remixer import weights
+from remixer.conversion import lm_shape
+from remixer.generation import CARD, MODEL_VERSIONS, SAMPLE_RATE, component_for
+
+TINY_LM = {"dim": 32, "num_heads": 2, "num_layers": 2, "hidden_scale": 4}
+
+
+def xp_cfg(version: str, dim: int, num_heads: int, num_layers: int, hidden_scale: float = 4) -> dict:
+    """An xp.cfg in the published checkpoints' layout (the parts the product reads)."""
+    stereo = version.startswith("stereo")
+    n_q = 8 if stereo else 4
+    delays = [d for d in range(4) for _ in range(2)] if stereo else list(range(4))
+    return {
+        "sample_rate": SAMPLE_RATE,
+        "channels": 2 if stereo else 1,
+        "interleave_stereo_codebooks": {"use": stereo, "per_timestep": False},
+        "compression_model_checkpoint": "//pretrained/facebook/encodec_32khz",
+        "dataset": {"segment_duration": 30},
+        "transformer_lm": {"dim": dim, "num_heads": num_heads, "num_layers": num_layers, "n_q": n_q,
+                           "card": CARD, "hidden_scale": hidden_scale, "norm": "layer_norm",
+                           "norm_first": True, "bias_proj": False, "bias_ff": False, "bias_attn": False,
+                           "activation": "gelu", "positional_embedding": "sin"},
+        "codebooks_pattern": {"modeling": "delay", "delay": {"delays": delays, "flatten_first": 0,
+                                                             "empty_initial": 0}},
+        "conditioners": {
+            "self_wav": {"model": "chroma_chord", "chroma_chord": {"n_chroma": 12, "radix2_exp": 14}},
+            "description": {"model": "t5", "t5": {"name": "t5-base", "finetune": False}},
+        },
+        "fuser": {"cross_attention_pos_emb": False, "cross_attention_pos_emb_scale": 1, "sum": [],
+                  "prepend": ["self_wav", "description"], "cross": [], "input_interpolate": []},
+    }
+
+
+def random_lm_state(cfg: dict, text_dim: int = 768, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A random audiocraft LM state dict with the published key names and shapes."""
+    generator = torch.Generator().manual_seed(seed)
+    shape = lm_shape(cfg)
+    dim, ffn = shape["dim"], int(shape["hidden_scale"] * shape["dim"])
+
+    def rand(*size: int, scale: float = 0.02) -> torch.Tensor:
+        return torch.randn(*size, generator=generator) * scale
+
+    state: dict[str, torch.Tensor] = {}
+    prefix = "condition_provider.conditioners"
+    state[f"{prefix}.description.output_proj.weight"] = rand(dim, text_dim)
+    state[f"{prefix}.description.output_proj.bias"] = rand(dim)
+    state[f"{prefix}.self_wav.output_proj.weight"] = rand(dim, 12)
+    state[f"{prefix}.self_wav.output_proj.bias"] = rand(dim)
+    for k in range(shape["n_q"]):
+        state[f"emb.{k}.weight"] = rand(shape["card"] + 1, dim, scale=1.0)
+    for i in range(shape["layers"]):
+        layer = f"transformer.layers.{i}"
+        state[f"{layer}.self_attn.in_proj_weight"] = rand(3 * dim, dim)
+        state[f"{layer}.self_attn.out_proj.weight"] = rand(dim, dim)
+        state[f"{layer}.linear1.weight"] = rand(ffn, dim)
+        state[f"{layer}.linear2.weight"] = rand(dim, ffn)
+        for norm in ("norm1", "norm2"):
+            state[f"{layer}.{norm}.weight"] = 1 + rand(dim)
+            state[f"{layer}.{norm}.bias"] = rand(dim)
+    state["out_norm.weight"] = 1 + rand(dim)
+    state["out_norm.bias"] = rand(dim)
+    for k in range(shape["n_q"]):
+        state[f"linears.{k}.weight"] = rand(shape["card"], dim)
+    return state
+
+
+# T5-base's encoder (what the published checkpoints condition on) and a tiny one for tests.
+T5_BASE = dict(d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_heads=12)
+T5_TINY = dict(d_model=768, d_kv=8, d_ff=64, num_layers=1, num_heads=2)
+
+
+def write_random_t5(directory: Path, seed: int = 0, full_size: bool = False) -> list[Path]:
+    """A random T5 encoder (tiny, or T5-base's shape) and a small trained tokenizer, in the transformers layout."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer = Tokenizer(models.Unigram())
+    tokenizer.normalizer = normalizers.NFKC()
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer.decoder = decoders.Metaspace()
+    corpus = ["bossa nova with nylon guitar and brushed drums, bpm : 120", "80s synthwave with analog pads",
+              "heavy metal, distorted guitars, double bass drum", "lofi hip hop, dusty piano, vinyl crackle",
+              "orchestral film score with strings and horns", "reggae, offbeat guitar, deep bass"] * 10
+    tokenizer.train_from_iterator(corpus, trainers.UnigramTrainer(
+        vocab_size=256, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>"))
+    tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    tokenizer.save(str(directory / "tokenizer.json"))
+    # T5-base's 32128-entry embedding; the small tokenizer uses its first ids.
+    vocab = 32128 if full_size else tokenizer.get_vocab_size()
+    config = T5Config(vocab_size=vocab, **(T5_BASE if full_size else T5_TINY), pad_token_id=0, eos_token_id=1,
+                      decoder_start_token_id=0)
+    T5EncoderModel(config).save_pretrained(str(directory))
+    return [directory / "config.json", directory / "model.safetensors", directory / "tokenizer.json"]
+
+
+def encodec_config(full_size: bool = False):
+    """The 32 kHz codec's interface (2048 codes, 4 codebooks, 50 Hz); its full shape, or a small one for tests."""
+    from transformers import EncodecConfig
+
+    return EncodecConfig(sampling_rate=SAMPLE_RATE, audio_channels=1, codebook_size=CARD,
+                         upsampling_ratios=[8, 5, 4, 4], target_bandwidths=[2.2], num_filters=64 if full_size else 4,
+                         hidden_size=128, codebook_dim=128, num_lstm_layers=2 if full_size else 1,
+                         use_causal_conv=False, norm_type="weight_norm", pad_mode="reflect", normalize=False)
+
+
+def write_random_encodec(directory: Path, seed: int = 0, full_size: bool = False) -> list[Path]:
+    """A random EnCodec (small, or the 32 kHz codec's shape) in the transformers layout."""
+    from transformers import EncodecModel
+
+    torch.manual_seed(seed)
+    model = EncodecModel(encodec_config(full_size))
+    # transformers leaves the codebooks zero (training fills them): every code would decode alike,
+    # and a test could not tell one token, or one stereo channel, from another.
+    with torch.no_grad():
+        for layer in model.quantizer.layers:
+            layer.codebook.embed.normal_()
+            layer.codebook.embed_avg.copy_(layer.codebook.embed)
+            layer.codebook.cluster_size.fill_(1.0)
+    model.save_pretrained(str(directory))
+    return [directory / "config.json", directory / "model.safetensors"]
+
+
+def save_published_layout(path: Path, cfg: dict, lm_state: dict[str, torch.Tensor]) -> Path:
+    """A .th as the published files are: xp.cfg pickled as an OmegaConf DictConfig, the LM state under 'model'."""
+    from omegaconf import OmegaConf
+
+    torch.save({"xp.cfg": OmegaConf.create(cfg), "model": lm_state, "version": "1.0"}, path)
+    return path
+
+
+def write_random_checkpoints(directory: str | Path, seed: int = 0) -> list[Path]:
+    """Tiny musicgen-*.th files (all four versions) plus tiny T5 and EnCodec, in the real formats."""
+    root = Path(directory)
+    written = write_random_t5(root / "t5", seed) + write_random_encodec(root / "encodec", seed)
+    for index, version in enumerate(MODEL_VERSIONS):
+        cfg = xp_cfg(version, **TINY_LM)
+        (file,) = weights.files_of([component_for(version)])
+        path = root / file.name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_published_layout(path, cfg, random_lm_state(cfg, seed=seed + index))
+        written.append(path)
+    return written

@@ -1,0 +1,32 @@
+"""The GPU check's CPU dry run: the one command for the offline GPU machine cannot rot between GPU runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_gpu_check_dry_run_on_the_cpu(tmp_path):
+    done = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--device", "cpu", "--quick",
+                           "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "gpu_check.json").read_text())
+    # Every CUDA test was collected and reported (skipped on this CPU), none failed to run.
+    names = {row["test"] for row in results["cuda_tests"]}
+    assert {"test_separation_on_cuda_matches_the_cpu", "test_whole_remix_on_cuda_and_out_of_memory_then_recovery",
+            "test_cuda_sampling_is_reproducible_for_a_seed"} <= names
+    assert all(row["result"].startswith("skipped") for row in results["cuda_tests"])
+    assert [(r["shape"], r["version"]) for r in results["decode_speed"]] == [("tiny", "chord"),
+                                                                           ("tiny", "stereo-chord")]
+    assert all(r["ours_tps"] > 0 and r["theirs_tps"] > 0 for r in results["decode_speed"])
+    request = results["request"]
+    assert request["song_seconds"] == 4.0 and request["generation"]["extrapolated"] is True
+    assert {"separate", "rhythm", "chords", "generate", "beat-sync", "mix"} <= set(request["timings_s"])
+    lines = done.stdout.strip().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("GPU check"))
+    table = lines[start:]
+    assert all(line.startswith("|") for line in table[1:-1]) and table[-1].startswith("setup")  # the table last
