@@ -90,7 +90,8 @@ def main() -> None:
           "| 55 Hz kept | s per minute |")
     print("|---|---|---|---|---|---|")
     for name, dm, dp, bm, bp, hm, hp, bass, speed in rows:
-        print(f"| {name} | {dm:+.2f} / {dp:.2f} | {bm:+.2f} / {bp:.2f} | {hm:+.2f} / {hp:.2f} | {bass:.3f} | {speed:.2f} |")
+        print(f"| {name} | {dm:+.2f} / {dp:.2f} | {bm:+.2f} / {bp:.2f} | {hm:+.2f} / {hp:.2f} "
+              f"| {bass:.3f} | {speed:.2f} |")
 
 
 if __name__ == "__main__":

@@ -132,7 +132,8 @@ def timed_request(device, quick: bool, song_seconds: float, generate_seconds: fl
         per_step = measured["seconds"] / measured["steps"]
         timings["generate"] = timings["generate"] - measured["seconds"] + per_step * measured["full_steps"]
         return {
-            "song_seconds": song_seconds, "weights": "tiny" if quick else "full size (MusicGen-Chord medium)", "weights_written_s": written, "setup_s": setup,
+            "song_seconds": song_seconds, "weights": "tiny" if quick else "full size (MusicGen-Chord medium)",
+            "weights_written_s": written, "setup_s": setup,
             "setup_table": remixer.setup_timings, "timings_s": timings,
             "generation": {"timed_seconds_of_audio": min(song_seconds, generate_seconds),
                            "ms_per_step": 1000 * per_step, "steps_for_the_song": measured["full_steps"],

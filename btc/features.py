@@ -21,12 +21,13 @@ def extract_features(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     The CQT runs on each 10 s chunk separately, as BTC was trained, so every
     full chunk gives exactly 108 frames and frame times stay on a 10/108 s grid.
     """
-    from remixer.audio import resample
-
     mono = np.asarray(audio, dtype=np.float32)
     if mono.ndim == 2:
         mono = mono.mean(axis=0)
-    mono = resample(mono[None, :], sample_rate, SAMPLE_RATE)[0]
+    if sample_rate != SAMPLE_RATE:  # band-limited, high quality (soxr), as the product resamples
+        import soxr
+
+        mono = soxr.resample(np.ascontiguousarray(mono), sample_rate, SAMPLE_RATE, quality="HQ").astype(np.float32)
     chunk = SAMPLE_RATE * CHUNK_SECONDS
     if len(mono) == 0:
         raise ValueError("no audio to analyse")

@@ -23,11 +23,9 @@ from remixer.generation import GenerationError
 log = logging.getLogger(__name__)
 
 _CONVERTED = "converted"
-_STATE_FILE = "model.safetensors"
-_CONFIG_FILE = "decoder_config.json"
+STATE_FILE = "model.safetensors"
+CONFIG_FILE = "decoder_config.json"
 _SOURCE_FILE = "source.json"
-CONFIG_FILE = _CONFIG_FILE
-STATE_FILE = _STATE_FILE
 
 
 @dataclass(frozen=True)
@@ -135,8 +133,8 @@ def convert_checkpoint(th_path: str | Path) -> Path:
     work = target.with_name(target.name + ".tmp")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    save_file(state, str(work / _STATE_FILE))
-    (work / _CONFIG_FILE).write_text(json.dumps({"xp.cfg": cfg}, indent=1))
+    save_file(state, str(work / STATE_FILE))
+    (work / CONFIG_FILE).write_text(json.dumps({"xp.cfg": cfg}, indent=1))
     (work / _SOURCE_FILE).write_text(json.dumps(stamp))
     shutil.rmtree(target, ignore_errors=True)
     os.replace(work, target)

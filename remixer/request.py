@@ -58,11 +58,12 @@ INPUTS: tuple[InputSpec, ...] = (
     InputSpec("chroma_coefficient", float, 1.0, "How strongly the song's chords steer the new music.",
               ge=COEFFICIENT_RANGE[0], le=COEFFICIENT_RANGE[1]),
     InputSpec("top_k", int, _SAMPLING.top_k, "Sample from the k most likely tokens (0: no limit).", ge=0),
-    InputSpec("top_p", float, _SAMPLING.top_p, "Nucleus sampling: sample from the most likely tokens covering this "
-              "probability; 0 uses top_k instead.", ge=0.0, le=1.0),
-    InputSpec("temperature", float, _SAMPLING.temperature, "Sampling temperature (> 0); higher is more adventurous.", ge=0.0),
-    InputSpec("classifier_free_guidance", int, int(_SAMPLING.classifier_free_guidance), "How closely to follow the prompt and chords; higher is "
-              "closer, less varied.", ge=0),
+    InputSpec("top_p", float, _SAMPLING.top_p, "Nucleus sampling: sample from the most likely tokens covering "
+              "this probability; 0 uses top_k instead.", ge=0.0, le=1.0),
+    InputSpec("temperature", float, _SAMPLING.temperature,
+              "Sampling temperature (> 0); higher is more adventurous.", ge=0.0),
+    InputSpec("classifier_free_guidance", int, int(_SAMPLING.classifier_free_guidance),
+              "How closely to follow the prompt and chords; higher is closer, less varied.", ge=0),
     InputSpec("output_format", str, "wav", "Output file format: wav (16-bit) or mp3 (320 kbps).",
               choices=FORMATS),
     InputSpec("return_instrumental", bool, False, "Also return the new instrumental without vocals."),

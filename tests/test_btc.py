@@ -78,7 +78,8 @@ def test_checkpoint_keys_and_shapes_are_the_official_ones(tmp_path):
     written = btc_writers.write_random_checkpoints(tmp_path, seed=3)
     for path, name in zip(written, ("large_voca", "majmin")):
         package = checkpoints.read(path, "BTC checkpoint")
-        assert all(isinstance(package[key], np.float64) for key in ("mean", "std"))  # as BTC's training code stores them
+        # As BTC's training code stores them.
+        assert all(isinstance(package[key], np.float64) for key in ("mean", "std"))
         state = package["model"]
         expected = {}
         for line in (DATA / f"btc_random_{name}_state_dict_keys.txt").read_text().splitlines():

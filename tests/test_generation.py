@@ -218,7 +218,8 @@ def test_prompt_rules(mono):
 def test_long_songs_continue_window_by_window_on_their_own_chords(mono, windows_seen):
     song = _chroma(40)
     steps = []
-    long = generation.generate(mono, "funk", song, 40.0, seed=7, progress=lambda done, total: steps.append((done, total)))
+    long = generation.generate(mono, "funk", song, 40.0, seed=7,
+                               progress=lambda done, total: steps.append((done, total)))
     assert long.tokens.shape == (4, 2000) and long.audio.shape == (1, 40 * 32000)
     # Windows at 0 s and 18 s; the second is prompted with the last 12 s of tokens ...
     assert len(windows_seen) == 2
