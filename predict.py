@@ -54,6 +54,11 @@ class Predictor(BasePredictor):
         output_format: str = _input("output_format"),
         return_instrumental: bool = _input("return_instrumental"),
         seed: Optional[int] = _input("seed"),
+        return_analysis: bool = _input("return_analysis"),
+        return_stems: bool = _input("return_stems"),
+        start_time: Optional[float] = _input("start_time"),
+        end_time: Optional[float] = _input("end_time"),
+        chords: Optional[str] = _input("chords"),
     ) -> List[Path]:
         values = {name: value for name, value in locals().items() if name in SPECS}
         # Called in-process, omitted arguments arrive as cog's FieldInfo: use their defaults.

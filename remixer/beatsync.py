@@ -17,6 +17,7 @@ downbeat itself is untouched.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -185,6 +186,7 @@ def sync_to_downbeats(
     threshold: float | None = None,
     bpm: float | None = None,
     stretcher: Stretcher | None = None,
+    search_channels: int | None = None,
 ) -> np.ndarray:
     """Time-warp `audio` (channels, n) so its downbeats land on `target_downbeats`.
 
@@ -196,6 +198,9 @@ def sync_to_downbeats(
     plan = plan_sync(generated_downbeats, target_downbeats, threshold, bpm)
     if plan is None:
         return audio.copy()
+    if stretcher is None and search_channels is not None:
+        # Parts stacked under the mix (stems) follow the mix's window shifts: one time map for all.
+        stretcher = functools.partial(wsola, search_channels=search_channels)
     return render(audio, sample_rate, plan, stretcher)
 
 
@@ -247,7 +252,8 @@ def _stretch_bar(audio: np.ndarray, start: int, end: int, out_length: int, stret
 
 
 def wsola(audio: np.ndarray, ratio: float, out_length: int, window: int = WSOLA_WINDOW,
-          tolerance: int = WSOLA_TOLERANCE, penalty: float = SHIFT_PENALTY) -> np.ndarray:
+          tolerance: int = WSOLA_TOLERANCE, penalty: float = SHIFT_PENALTY,
+          search_channels: int | None = None) -> np.ndarray:
     """WSOLA time-stretch: output sample t reads input sample t * ratio, give or take each window's shift.
 
     Windows are centred on their positions (output t, input t * ratio), so a
@@ -263,7 +269,7 @@ def wsola(audio: np.ndarray, ratio: float, out_length: int, window: int = WSOLA_
     half, hop = window // 2, window // 2
     pad = window + tolerance
     padded = np.pad(audio.astype(np.float32), ((0, 0), (pad, pad + int(np.ceil(ratio * hop)) + window)))
-    mono = padded.mean(axis=0)
+    mono = padded[:search_channels].mean(axis=0)  # the shifts are chosen on these channels, applied to all
     weights = np.hanning(window + 1)[:window].astype(np.float32)  # periodic Hann: sums to 1 at half overlap
     centres = np.arange(0, out_length + hop, hop)
     out = np.zeros((channels, out_length + 2 * window), np.float32)

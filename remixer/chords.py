@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Protocol, Sequence
 
@@ -47,7 +48,8 @@ QUALITY_INTERVALS: dict[str, tuple[int, ...]] = {
 }
 _ALIASES = {"": "maj", "m": "min", "major": "maj", "minor": "min", "6": "maj6", "m7": "min7",
             "dom7": "7", "m6": "min6", "mmaj7": "minmaj7", "m9": "min9"}
-_LABEL = re.compile(r"^(?P<root>[A-G])(?P<accidentals>[#b]*)(?::(?P<quality>[^/()]*))?"
+# The colon is optional so that everyday shorthand reads too: Am, F#m7, Bbmaj7, G7, Csus4.
+_LABEL = re.compile(r"^(?P<root>[A-G])(?P<accidentals>[#b]*):?(?P<quality>[^/():]*)"
                     r"(?:\((?P<extensions>[^)]*)\))?(?:/(?P<bass>[#b]*[1-9][0-9]?|[A-G][#b]*))?$")
 
 
@@ -94,8 +96,9 @@ def chord_to_pitch_classes(label: str) -> list[int]:
     match = _LABEL.match(token)
     if match is None:
         raise ChordError(
-            f"cannot read chord {label!r}: write a root (C, F#, Bb) optionally followed by "
-            f":quality ({', '.join(QUALITY_INTERVALS)}) and /bass, or N for no chord"
+            f"cannot read chord {label!r}: write a root (C, F#, Bb) optionally followed by a quality "
+            f"({', '.join(QUALITY_INTERVALS)}, or m, m7, 6; with or without a colon: Am, A:min, G7, Bbmaj7) "
+            f"and /bass, or N for no chord"
         )
     quality = match["quality"] if match["quality"] is not None else ""
     quality = _ALIASES.get(quality, quality)
@@ -163,3 +166,46 @@ def window_chroma(chroma: np.ndarray, starts: Sequence[float],
     if len(chroma) == 0:
         return [np.zeros((size, 12), np.float32) for _ in starts]
     return [chroma[(_frame(start) + np.arange(size)) % len(chroma)] for start in starts]
+
+
+# --- chords given by the user -----------------------------------------------------------------------
+
+BEATS_PER_BAR_WITHOUT_DOWNBEATS = 4  # 4/4 when only a tempo is known
+
+
+@dataclass(frozen=True)
+class GivenChord:
+    start: float
+    end: float
+    label: str
+
+
+def parse_progression(text: str) -> list[str]:
+    """'C G Am F' (one chord per bar) -> labels, each checked; an unknown one names the accepted forms."""
+    labels = text.replace(",", " ").replace("|", " ").split()
+    if not labels:
+        raise ChordError("no chords given: write one chord per bar, e.g. 'C G Am F'")
+    for label in labels:
+        chord_to_pitch_classes(label)  # raises ChordError naming the label and the accepted forms
+    return labels
+
+
+def bar_starts(downbeats: Sequence[float], beats: Sequence[float], bpm: float | None, duration: float) -> list[float]:
+    """Where the song's bars start: its downbeats, or (none found) every 4 beats of its tempo from its
+    first beat; a clear error when neither is known."""
+    starts = [t for t in downbeats if 0 <= t < duration]
+    if len(starts) >= 2:
+        return starts
+    if bpm:
+        first = beats[0] if beats else 0.0
+        bar = BEATS_PER_BAR_WITHOUT_DOWNBEATS * 60.0 / bpm
+        return list(np.arange(first, duration, bar))
+    raise ChordError("chords need the song's bars, but no beat was found in it: use a song with a steady "
+                     "beat, or leave chords empty to recognise them")
+
+
+def lay_on_bars(labels: Sequence[str], starts: Sequence[float], duration: float) -> list[GivenChord]:
+    """One label per bar in order, repeated to the song's end; the first bar also covers any pickup."""
+    bounds = [0.0, *starts[1:], duration]
+    return [GivenChord(bounds[i], bounds[i + 1], labels[i % len(labels)]) for i in range(len(bounds) - 1)
+            if bounds[i + 1] > bounds[i]]

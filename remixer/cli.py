@@ -17,7 +17,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Remix SONG in the style of --prompt, keeping its vocals, chords and bars.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("music_input", metavar="SONG", help=next(s for s in INPUTS if s.name == "music_input").description)
+    parser.add_argument("music_input", metavar="SONG",
+                        help=next(s for s in INPUTS if s.name == "music_input").description)
     for spec in INPUTS:
         if spec.name == "music_input":
             continue
@@ -70,13 +71,30 @@ def main(argv: list[str] | None = None) -> int:
     work = result.remix.parent
     shutil.move(str(result.remix), output)
     print(f"remix: {output}")
-    if result.instrumental:
-        instrumental = output.with_name(f"{output.stem}.instrumental{output.suffix}")
-        shutil.move(str(result.instrumental), instrumental)
-        print(f"instrumental: {instrumental}")
+    extra = {"instrumental": result.instrumental, **result.stems, "analysis": result.analysis_json,
+             "analysis picture": result.analysis_png}
+    for name, path in extra.items():
+        if path is not None:  # beside the remix: song.remix.wav -> song.remix.drums.wav, .analysis.json, ...
+            target = output.with_name(f"{output.stem}.{name.split()[0]}{path.suffix}")
+            shutil.move(str(path), target)
+            print(f"{name}: {target}")
     shutil.rmtree(work, ignore_errors=True)
+    print(summary(result))
     print(f"seed: {result.seed}  (pass --seed {result.seed} to reproduce)")
     return 0
+
+
+def summary(result) -> str:
+    """What the song turned out to be, in a few lines: tempo, meter, bars, sections, chords, stage times."""
+    found = result.analysis
+    tempo = f"{found.bpm:.1f} bpm" if found.bpm else "no beat found"
+    meter = f", {found.meter}/4" if found.meter else ""
+    sections = ", ".join(dict.fromkeys(s.label for s in found.sections)) or "none found"
+    chords = " ".join(dict.fromkeys(c.label for c in found.chords if c.label not in {"N", "X"})) or "none"
+    stages = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in result.timings.items())
+    return (f"song: {tempo}{meter}, {len(found.downbeats)} bars; sections: {sections}\n"
+            f"chords ({'given' if found.chords_given else 'recognised'}): {chords}\n"
+            f"stages: {stages}")
 
 
 class _ProgressBar:

@@ -42,3 +42,25 @@ def mix(
     mixed = _peak_scaled(mixed, 1.0)
     # The tanh compressor keeps loudness normalization from clipping.
     return normalize(mixed, sample_rate, strategy, loudness_compressor=True)
+
+
+def vocals_as_mixed(instrumental: np.ndarray, vocals: np.ndarray, remix: np.ndarray) -> np.ndarray:
+    """The vocals at the level they have inside `remix` (what `mix` made of these inputs), for a stem."""
+    part = _peak_scaled(vocals, VOCALS_LEVEL)
+    before = _peak_scaled(_peak_scaled(instrumental, INSTRUMENTAL_LEVEL) + part, 1.0)
+    return part * _gain_between(before, remix) * _peak_gain(_peak_scaled(instrumental, INSTRUMENTAL_LEVEL) + part)
+
+
+def level_like(parts: np.ndarray, source: np.ndarray, levelled: np.ndarray) -> np.ndarray:
+    """`parts` of `source` scaled as normalisation scaled `source` into `levelled` (the least-squares gain)."""
+    return (parts * _gain_between(source, levelled)).astype(np.float32)
+
+
+def _gain_between(before: np.ndarray, after: np.ndarray) -> float:
+    energy = float(np.sum(before.astype(np.float64) ** 2))
+    return float(np.sum(before.astype(np.float64) * after)) / energy if energy > 0 else 0.0
+
+
+def _peak_gain(audio: np.ndarray) -> float:
+    peak = float(np.abs(audio).max(initial=0.0))
+    return 1.0 / peak if peak > 0 else 1.0

@@ -19,11 +19,12 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from btc import ChordSegment
 from remixer import audio, beatsync, chords, generation, mbd, mix, models, rhythm, separation, weights
 from remixer.device import pick_device
+from remixer.analysis import SongAnalysis, Timed, render_png, write_json
+from remixer.audio import convert_channels, resample
 from remixer.errors import RemixerError
-from remixer.request import RemixRequest
+from remixer.request import MIN_SECTION_S, RemixRequest, RequestError
 from remixer.tiny_weights import MARKER as TINY_MARKER
 
 log = logging.getLogger("remixer")
@@ -33,30 +34,28 @@ class OutOfGPUMemory(RemixerError):
     """A request larger than the GPU's memory; the next one runs as usual."""
 
 
-@dataclass(frozen=True)
-class Analysis:
-    """What the song is made of, found once and used by every later stage."""
-
-    duration: float
-    bpm: float | None
-    beats: list[float]
-    downbeats: list[float]
-    chords: list[ChordSegment]
-    sections: list[rhythm.Section]
+Analysis = SongAnalysis  # what the song is made of, on its timeline (remixer.analysis)
+STEM_OUTPUTS = ("drums", "bass", "other", "vocals")
 
 
 @dataclass
 class RemixResult:
     remix: Path
     instrumental: Path | None
-    analysis: Analysis
+    analysis: SongAnalysis
     seed: int
     sample_rate: int
     timings: dict[str, float] = field(default_factory=dict)
+    stems: dict[str, Path] = field(default_factory=dict)  # drums, bass, other (the new band), vocals (the song's)
+    analysis_json: Path | None = None
+    analysis_png: Path | None = None
 
     @property
     def outputs(self) -> list[Path]:
-        return [self.remix] + ([self.instrumental] if self.instrumental else [])
+        """In the predictor's order: remix, instrumental, stems, analysis.json, analysis.png."""
+        extra = [self.instrumental, *(self.stems[name] for name in STEM_OUTPUTS if name in self.stems),
+                 self.analysis_json, self.analysis_png]
+        return [self.remix] + [path for path in extra if path is not None]
 
 
 ProgressCallback = Callable[[int, int], None]
@@ -135,15 +134,19 @@ class Remixer:
         work = Path(tempfile.mkdtemp(prefix="remixer-"))
         try:
             with _stage("decode", timings):
-                song = audio.decode(request.music_input)
+                song, offset = _section(audio.decode(request.music_input), request.start_time, request.end_time)
             duration = song.duration
             with _stage("separate", timings):
                 stems = self.separator.separate(song.samples, song.sample_rate)
             with _stage("rhythm", timings):
                 song_rhythm = self.analyzer.analyze(stems)
             with _stage("chords", timings):
-                recognizer = self.recognizers[request.large_chord_voca]
-                segments = recognizer.recognize(stems.drumless, separation.SAMPLE_RATE)
+                if request.chords:  # the user's chords, one per bar, instead of recognition
+                    bars = chords.bar_starts(song_rhythm.downbeats, song_rhythm.beats, song_rhythm.bpm, duration)
+                    segments = chords.lay_on_bars(chords.parse_progression(request.chords), bars, duration)
+                else:
+                    recognizer = self.recognizers[request.large_chord_voca]
+                    segments = recognizer.recognize(stems.drumless, separation.SAMPLE_RATE)
             with _stage("chroma", timings):
                 chroma = chords.segments_to_chroma(segments, duration, request.chroma_coefficient)
             with _stage("load model", timings):
@@ -162,41 +165,121 @@ class Remixer:
                     instrumental = mbd.decode_tokens(model, diffusion, generated.tokens, instrumental,
                                                      generated.seed)
             with _stage("beat-sync", timings):
-                instrumental = self._beat_sync(instrumental, song_rhythm, request.beat_sync_threshold)
+                instrumental, band = self._beat_sync(instrumental, song_rhythm, request.beat_sync_threshold,
+                                                     request.return_stems)
             with _stage("mix", timings):
                 vocals = mix.prepare_vocals(stems.vocals, separation.SAMPLE_RATE, generation.SAMPLE_RATE,
                                             instrumental.shape[0], instrumental.shape[1])
                 remixed = mix.mix(instrumental, vocals, generation.SAMPLE_RATE, request.normalization_strategy)
             with _stage("encode", timings):
                 suffix = request.output_format
-                remix_path = audio.write_audio(remixed, generation.SAMPLE_RATE, work / f"remix.{suffix}", suffix)
-                instrumental_path = None
-                if request.return_instrumental:
-                    level = audio.normalize(instrumental, generation.SAMPLE_RATE, request.normalization_strategy,
+                rate = generation.SAMPLE_RATE
+                written = {"remix": audio.write_audio(remixed, rate, work / f"remix.{suffix}", suffix)}
+                if request.return_instrumental or band is not None:
+                    level = audio.normalize(instrumental, rate, request.normalization_strategy,
                                             loudness_compressor=True)
-                    instrumental_path = audio.write_audio(level, generation.SAMPLE_RATE,
-                                                          work / f"instrumental.{suffix}", suffix)
-                remix_path = _move(remix_path, output_dir)
-                instrumental_path = _move(instrumental_path, output_dir) if instrumental_path else None
+                if request.return_instrumental:
+                    written["instrumental"] = audio.write_audio(level, rate, work / f"instrumental.{suffix}", suffix)
+                if band is not None:
+                    # The band's parts at the instrumental's output level; they add up to it (demucs' residual
+                    # is in "other"), the vocals at their level in the remix.
+                    for name, part in band.items():
+                        written[name] = audio.write_audio(mix.level_like(part, instrumental, level), rate,
+                                                          work / f"{name}.{suffix}", suffix)
+                    written["vocals"] = audio.write_audio(mix.vocals_as_mixed(instrumental, vocals, remixed),
+                                                          rate, work / f"vocals.{suffix}", suffix)
+            analysis = _song_analysis(song_rhythm, segments, duration, offset, request, generated.seed, timings)
+            if request.return_analysis:
+                with _stage("analysis", timings):
+                    analysis.timings = dict(timings)
+                    written["analysis_json"] = write_json(analysis, work / "analysis.json")
+                    written["analysis_png"] = render_png(analysis, song.samples, song.sample_rate,
+                                                         work / "analysis.png")
+            moved = {name: _move(path, output_dir) for name, path in written.items()}
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        analysis = Analysis(duration, song_rhythm.bpm, song_rhythm.beats, song_rhythm.downbeats, segments,
-                            song_rhythm.sections)
         log.info("remix done in %.1f s (seed %d)", sum(timings.values()), generated.seed)
-        return RemixResult(remix_path, instrumental_path, analysis, generated.seed, generation.SAMPLE_RATE, timings)
+        return RemixResult(moved["remix"], moved.get("instrumental"), analysis, generated.seed,
+                           generation.SAMPLE_RATE, timings,
+                           stems={name: moved[name] for name in STEM_OUTPUTS if name in moved},
+                           analysis_json=moved.get("analysis_json"), analysis_png=moved.get("analysis_png"))
 
-    def _beat_sync(self, instrumental: np.ndarray, song: rhythm.Rhythm, threshold: float | None) -> np.ndarray:
-        if len(song.downbeats) < 2:
+    def _beat_sync(self, instrumental: np.ndarray, song: rhythm.Rhythm, threshold: float | None,
+                   want_band: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
+        """The instrumental synced to the song's downbeats, and (asked) its drums, bass and other parts
+        synced with the very same time map. The instrumental is separated at most once."""
+        separated = generated = None
+        if len(song.downbeats) >= 2:
+            # All-In-One reads demucs stems, so the new instrumental is separated too
+            # (see remixer.rhythm); it has no vocals, the song's are mixed in later.
+            separated = self.separator.separate(instrumental, generation.SAMPLE_RATE)
+            generated = self.analyzer.analyze(separated)
+            if len(generated.downbeats) < 2:
+                log.info("beat-sync skipped: no downbeats found in the generated music")
+        else:
             log.info("beat-sync skipped: no downbeats found in the song")
-            return instrumental
-        # All-In-One reads demucs stems, so the new instrumental is separated too
-        # (see remixer.rhythm); it has no vocals, the song's are mixed in later.
-        generated = self.analyzer.analyze(self.separator.separate(instrumental, generation.SAMPLE_RATE))
-        if len(generated.downbeats) < 2:
-            log.info("beat-sync skipped: no downbeats found in the generated music")
-            return instrumental
-        return beatsync.sync_to_downbeats(instrumental, generation.SAMPLE_RATE, generated.downbeats,
-                                          song.downbeats, threshold=threshold, bpm=song.bpm)
+        band = None
+        if want_band:
+            if separated is None:
+                separated = self.separator.separate(instrumental, generation.SAMPLE_RATE)
+            band = {name: self._band_part(separated[name], instrumental) for name in ("drums", "bass")}
+        if generated is None or len(generated.downbeats) < 2:
+            return instrumental, _with_other(instrumental, band)
+        if band is None:
+            return beatsync.sync_to_downbeats(instrumental, generation.SAMPLE_RATE, generated.downbeats,
+                                              song.downbeats, threshold=threshold, bpm=song.bpm), None
+        channels = instrumental.shape[0]
+        stacked = np.concatenate([instrumental, band["drums"], band["bass"]])
+        synced = beatsync.sync_to_downbeats(stacked, generation.SAMPLE_RATE, generated.downbeats, song.downbeats,
+                                            threshold=threshold, bpm=song.bpm, search_channels=channels)
+        instrumental = synced[:channels]
+        band = {"drums": synced[channels:2 * channels], "bass": synced[2 * channels:]}
+        return instrumental, _with_other(instrumental, band)
+
+    @staticmethod
+    def _band_part(stem: np.ndarray, instrumental: np.ndarray) -> np.ndarray:
+        """A demucs stem (44.1 kHz stereo) on the instrumental's rate, channels and length."""
+        part = convert_channels(resample(stem, separation.SAMPLE_RATE, generation.SAMPLE_RATE),
+                                instrumental.shape[0])
+        out = np.zeros_like(instrumental)
+        count = min(out.shape[1], part.shape[1])
+        out[:, :count] = part[:, :count]
+        return out
+
+
+def _with_other(instrumental: np.ndarray, band: dict[str, np.ndarray] | None) -> dict[str, np.ndarray] | None:
+    """'other' is what drums and bass leave of the instrumental, so the parts add up to it exactly."""
+    if band is None:
+        return None
+    return {**band, "other": instrumental - band["drums"] - band["bass"]}
+
+
+def _section(song: audio.Audio, start: float | None, end: float | None) -> tuple[audio.Audio, float]:
+    """The part of the song to remix (checked against its length) and where it starts."""
+    if start is None and end is None:
+        return song, 0.0
+    length = song.duration
+    first = start or 0.0
+    last = length if end is None else end
+    if first >= length or last > length + 1e-3 or last - first < MIN_SECTION_S:
+        raise RequestError(
+            f"start_time/end_time must pick at least {MIN_SECTION_S:g} s inside the song, which is "
+            f"{length:.2f} s long; got {first:g} .. {last:g}")
+    a, b = int(round(first * song.sample_rate)), min(int(round(last * song.sample_rate)), song.samples.shape[1])
+    return audio.Audio(song.samples[:, a:b], song.sample_rate), first
+
+
+def _song_analysis(found: rhythm.Rhythm, segments, duration: float, offset: float, request: RemixRequest,
+                   seed: int, timings: dict[str, float]) -> SongAnalysis:
+    """The stages' findings on the song's timeline (shifted by the part's start)."""
+    return SongAnalysis(
+        duration=duration, offset=offset, bpm=found.bpm,
+        beats=[offset + t for t in found.beats], downbeats=[offset + t for t in found.downbeats],
+        sections=[Timed(offset + s.start, offset + s.end, s.label) for s in found.sections],
+        chords=[Timed(offset + c.start, offset + c.end, c.label) for c in segments],
+        chords_given=bool(request.chords), prompt_sent=generation.build_prompt(request.prompt, found.bpm),
+        model_version=request.model_version, seed=seed, timings=dict(timings),
+    )
 
 
 @contextmanager

@@ -13,6 +13,7 @@ from remixer.generation import EMPTY_PROMPT, MODEL_VERSIONS, Sampling
 
 _SAMPLING = Sampling()  # the sampling defaults' one home
 
+MIN_SECTION_S = 5.0  # the shortest part of a song that start_time/end_time may pick
 STEREO_VERSIONS = tuple(v for v in MODEL_VERSIONS if v.startswith("stereo"))
 UNSET = -1  # what clients send for "not set" on beat_sync_threshold and seed
 
@@ -69,6 +70,23 @@ INPUTS: tuple[InputSpec, ...] = (
     InputSpec("return_instrumental", bool, False, "Also return the new instrumental without vocals."),
     InputSpec("seed", int, None, "Random seed; leave unset (or -1) for a random one, which is reported in "
               "the logs so the result can be reproduced.", optional=True),
+    InputSpec("return_analysis", bool, False,
+              "Also return analysis.json (tempo, meter, beats, bars, sections, chords, the prompt as sent, "
+              "seed, timings; times in seconds on the song's timeline) and analysis.png (the song with its "
+              "sections, bars and chords)."),
+    InputSpec("return_stems", bool, False,
+              "Also return the new band's drums, bass and other parts (beat-synced like the remix, same length; "
+              "they add up to the instrumental) and the song's vocals as mixed in."),
+    InputSpec("start_time", float, None,
+              "Remix only the part of the song from here (seconds; unset or -1: its start). The part is "
+              "analysed on its own; reported times are on the song's timeline.", optional=True),
+    InputSpec("end_time", float, None,
+              "Remix only the part of the song up to here (seconds; unset or -1: its end). A part is at least "
+              f"{MIN_SECTION_S:g} s long; 30 s or less costs one generation window.", optional=True),
+    InputSpec("chords", str, None,
+              "The song's chords, one per bar, e.g. 'C G Am F' or 'C G A:min F7': laid on the song's bars in "
+              "order and repeated to the end, instead of recognising them. Leave empty to recognise them.",
+              optional=True),
 )
 
 SPECS = {spec.name: spec for spec in INPUTS}
@@ -93,6 +111,11 @@ class RemixRequest:
     output_format: str = "wav"
     return_instrumental: bool = False
     seed: int | None = None
+    return_analysis: bool = False
+    return_stems: bool = False
+    start_time: float | None = None
+    end_time: float | None = None
+    chords: str | None = None
 
     @classmethod
     def from_inputs(cls, **values) -> "RemixRequest":
@@ -138,6 +161,21 @@ class RemixRequest:
         if self.multi_band_diffusion and self.model_version in STEREO_VERSIONS:
             problems.append(f"multi_band_diffusion works with the mono models (chord, chord-large) only, "
                             f"not {self.model_version}")
+        for name in ("start_time", "end_time"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                problems.append(f"{name} must be >= 0 seconds (or unset / -1), got {value}")
+        if self.start_time is not None and self.end_time is not None \
+                and self.end_time - self.start_time < MIN_SECTION_S:
+            problems.append(f"end_time must be at least {MIN_SECTION_S:g} s after start_time, got "
+                            f"{self.start_time:g} .. {self.end_time:g}")
+        if self.chords is not None:
+            from remixer.chords import ChordError, parse_progression
+
+            try:
+                parse_progression(self.chords)
+            except ChordError as error:
+                problems.append(f"chords: {error}")
         if not Path(self.music_input).is_file():
             problems.append(f"music_input: no such file {Path(self.music_input).name!r}")
         if problems:
@@ -146,6 +184,8 @@ class RemixRequest:
 
 def _coerce(spec: InputSpec, value: Any) -> Any:
     if value is None:
+        return None
+    if spec.optional and spec.type is str and not str(value).strip():
         return None
     if spec.optional and value == UNSET:
         return None

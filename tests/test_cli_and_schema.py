@@ -39,12 +39,17 @@ def test_cli_remixes_with_tiny_weights(tiny_weights, tmp_path):
     sf.write(song, tone(220, 3.0, 44100).T, 44100)
     output = tmp_path / "result" / "mine.wav"
     done = _cli(str(song), "--prompt", "reggae", "--model-version", "chord", "--seed", "4",
-                "--return-instrumental", "--output", str(output), env={"REMIXER_WEIGHTS_DIR": str(tiny_weights)})
+                "--return-instrumental", "--return-analysis", "--output", str(output),
+                env={"REMIXER_WEIGHTS_DIR": str(tiny_weights)})
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"remix: {output}" in done.stdout and "seed: 4" in done.stdout
     assert sf.info(output).frames == 3 * 32000
     assert (tmp_path / "result" / "mine.instrumental.wav").exists()
-    assert sorted(p.name for p in output.parent.iterdir()) == ["mine.instrumental.wav", "mine.wav"]
+    assert sorted(p.name for p in output.parent.iterdir()) == ["mine.analysis.json", "mine.analysis.png",
+                                                               "mine.instrumental.wav", "mine.wav"]
+    # The summary: tempo, bars, sections, chords and stage times (random weights find no beat).
+    assert "song: no beat found, 0 bars" in done.stdout and "chords (recognised):" in done.stdout
+    assert "stages: decode" in done.stdout and "generate" in done.stdout
     assert "generating" in done.stderr  # the progress bar
 
 

@@ -259,6 +259,44 @@ class _Webhooks:
         self.server.server_close()
 
 
+def test_analysis_stems_and_a_section_come_back_in_order(server):
+    status, body = _request(f"{server['url']}/predictions", {"input": {
+        "prompt": "funk", "music_input": _data_uri(_song_bytes(12.0)), "model_version": "chord", "seed": 4,
+        "return_instrumental": True, "return_stems": True, "return_analysis": True,
+        "start_time": 2.0, "end_time": 9.5, "normalization_strategy": "peak"}})
+    assert body["status"] == "succeeded", body.get("error") or body.get("logs", "")[-2000:]
+    names = [uri.split(";")[0].split("/")[-1] for uri in body["output"]]
+    assert len(names) == 8  # remix, instrumental, drums, bass, other, vocals, analysis.json, analysis.png
+    assert names[-2:] == ["json", "png"]
+    audio = [_decode_output(uri) for uri in body["output"][:6]]
+    assert all(sr == 32000 and samples.shape == (1, int(7.5 * 32000)) for samples, sr in audio)  # the section
+    instrumental = audio[1][0]
+    parts = sum(samples for samples, _ in audio[2:5])
+    # Drums + bass + other add up to the instrumental (16-bit rounding of four files, peak-normalised).
+    assert np.abs(parts - instrumental).max() < 2e-4
+    report = json.loads(base64.b64decode(body["output"][6].split(",", 1)[1]))
+    assert report["schema_version"] == 1 and report["section"] == {"start": 2.0, "end": 9.5}
+    assert report["duration"] == 7.5 and report["model_version"] == "chord" and report["seed"] == 4
+    assert {"bpm", "meter", "beats", "downbeats", "sections", "chords", "prompt", "timings"} <= set(report)
+    assert report["chords"][0]["start"] == 2.0 and report["chords"][-1]["end"] == 9.5  # the song's timeline
+    from PIL import Image
+
+    picture = Image.open(io.BytesIO(base64.b64decode(body["output"][7].split(",", 1)[1])))
+    assert picture.size == (1600, 500)
+
+
+@pytest.mark.parametrize("inputs,message", [
+    ({"start_time": 10.0}, "at least 5 s inside the song, which is 6.00 s long"),
+    ({"start_time": 3.0, "end_time": 4.0}, "end_time must be at least 5 s after start_time"),
+    ({"chords": "C H7 Am"}, "cannot read chord 'H7'"),
+    ({"chords": "C G Am F"}, "no beat was found in it"),  # random weights find no beat
+])
+def test_new_inputs_explain_bad_values(server, inputs, message):
+    status, body = _request(f"{server['url']}/predictions", {"input": {
+        "prompt": "funk", "music_input": _data_uri(_song_bytes(6.0)), "model_version": "chord", **inputs}})
+    assert body["status"] == "failed" and message in body["error"], body.get("error")
+
+
 def test_async_prediction_sends_webhooks(server):
     hooks = _Webhooks()
     try:

@@ -10,6 +10,8 @@ record what the following stages receive. Nothing else is replaced.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -150,7 +152,8 @@ def test_wiring_known_chords_reach_generation_as_chroma_times_the_coefficient(
     chroma = args[2]
     expected = chords.segments_to_chroma(KNOWN_CHORDS, SECONDS, 1.7)
     assert np.array_equal(chroma, expected) and np.unique(chroma).tolist() == pytest.approx([0.0, 1.7])
-    assert result.analysis.chords == KNOWN_CHORDS
+    found = [(c.start, c.end, c.label) for c in result.analysis.chords]
+    assert found == [(c.start, c.end, c.label) for c in KNOWN_CHORDS]
 
 
 def test_wiring_chords_listen_to_the_drumless_stems_and_the_mix_gets_the_vocals(
@@ -269,3 +272,62 @@ def test_wiring_gpu_out_of_memory_is_explained_and_the_next_request_runs(remixer
     with pytest.raises(OutOfGPUMemory, match="ran out of memory remixing 'song.wav' with chord: try a shorter"):
         remixer.remix(request, tmp_path / "a")
     assert remixer.remix(request, tmp_path / "b").remix.exists()
+
+
+def test_wiring_given_chords_lie_on_the_songs_bars_and_reach_generation(remixer, song, tmp_path, monkeypatch):
+    """Fixed: the rhythm stage (the song's downbeats). The recognizer must not run."""
+    monkeypatch.setattr(remixer.analyzer, "analyze", Spy(remixer.analyzer.analyze, _known_rhythm()))
+    for recognizer in remixer.recognizers.values():
+        monkeypatch.setattr(recognizer, "recognize", Spy(recognizer.recognize))
+    generate = Spy(generation.generate)
+    monkeypatch.setattr(generation, "generate", generate)
+    request = RemixRequest.from_inputs(prompt="x", music_input=song, model_version="chord", seed=1,
+                                       chords="C G Am F7", return_analysis=True)
+    result = remixer.remix(request, tmp_path)
+    assert all(r.recognize.calls == [] for r in remixer.recognizers.values())
+    chroma = generate.calls[0][0][2]
+    bars = [0.0, *SONG_DOWNBEATS[1:], SECONDS]  # the first bar also holds the pickup
+    for index, (start, end) in enumerate(zip(bars[:-1], bars[1:])):
+        frame = int(((start + end) / 2) / chords.FRAME_SECONDS)
+        expected = chords.chord_to_pitch_classes(["C", "G", "Am", "F7"][index % 4])
+        assert chroma[frame].tolist() == expected, (index, chroma[frame])
+    report = json.loads(result.analysis_json.read_text())
+    assert [c["label"] for c in report["chords"]] == ["C", "G", "Am", "F7"] and report["chords_source"] == "given"
+    assert report["meter"] == 4 and report["downbeats"] == SONG_DOWNBEATS
+
+
+def test_wiring_stems_follow_the_same_time_map_and_add_up(remixer, song, tmp_path, monkeypatch):
+    """Fixed: the rhythm stage and the generated music (clicks), as in the beat-sync test above."""
+    monkeypatch.setattr(remixer.analyzer, "analyze", Spy(remixer.analyzer.analyze, _known_rhythm()))
+
+    def clicks_instead(_call, generated, *args, **kwargs):
+        audio = _clicks(GENERATED_DOWNBEATS, generated.audio.shape[1], generated.sample_rate, generated.audio.shape[0])
+        return generation.Generated(generated.tokens, audio, generated.sample_rate, generated.seed)
+
+    monkeypatch.setattr(generation, "generate", Spy(generation.generate, clicks_instead))
+    separate = Spy(remixer.separator.separate)
+    monkeypatch.setattr(remixer.separator, "separate", separate)
+    sync = Spy(beatsync.sync_to_downbeats)
+    monkeypatch.setattr(beatsync, "sync_to_downbeats", sync)
+    request = RemixRequest.from_inputs(prompt="x", music_input=song, model_version="chord", seed=1,
+                                       return_instrumental=True, return_stems=True, normalization_strategy="peak")
+    result = remixer.remix(request, tmp_path)
+    # One sync for all: the instrumental (1 channel) with drums and bass stacked under it, its shifts for all.
+    ((stacked, _, generated_downbeats, target_downbeats), kwargs), = sync.calls
+    assert stacked.shape[0] == 3 and kwargs["search_channels"] == 1
+    assert list(generated_downbeats) == GENERATED_DOWNBEATS and list(target_downbeats) == SONG_DOWNBEATS
+    assert len(separate.calls) == 2  # the song once, the new music once: the stems come from that one
+    assert list(result.stems) == ["drums", "bass", "other", "vocals"]
+    read = {name: sf.read(path, dtype="float32", always_2d=True)[0].T for name, path in result.stems.items()}
+    instrumental = sf.read(result.instrumental, dtype="float32", always_2d=True)[0].T
+    assert all(part.shape == instrumental.shape for part in read.values())
+    np.testing.assert_allclose(read["drums"] + read["bass"] + read["other"], instrumental, atol=2e-4)
+    # The parts were synced with the instrumental's own window shifts: re-deriving "other" from a
+    # separately synced drums/bass would not add up; and the instrumental is the one without stems.
+    monkeypatch.setattr(remixer.analyzer, "analyze", Spy(remixer.analyzer.analyze.real, _known_rhythm()))
+    plain = remixer.remix(RemixRequest.from_inputs(prompt="x", music_input=song, model_version="chord", seed=1,
+                                                   return_instrumental=True, normalization_strategy="peak"),
+                          tmp_path / "plain")
+    np.testing.assert_array_equal(sf.read(plain.instrumental, dtype="float32")[0],
+                                  sf.read(result.instrumental, dtype="float32")[0])
+    assert np.abs(read["vocals"]).max() > 0
