@@ -36,13 +36,12 @@ class Bug:
 
 BUGS = [
     Bug("beat-sync downbeats swapped", "remixer/pipeline.py",
-        "generated.downbeats,\n                                          song.downbeats",
-        "song.downbeats,\n                                          generated.downbeats"),
-    Bug("beat-sync skipped", "remixer/pipeline.py",
-        "instrumental = self._beat_sync(instrumental, song_rhythm, request.beat_sync_threshold)",
-        "instrumental = instrumental"),
-    Bug("beat_sync_threshold ignored", "remixer/pipeline.py", "threshold=threshold, bpm=song.bpm",
-        "threshold=None, bpm=song.bpm"),
+        "generated.downbeats,\n                                              song.downbeats, threshold=threshold",
+        "song.downbeats,\n                                              generated.downbeats, threshold=threshold"),
+    Bug("beat-sync skipped", "remixer/pipeline.py", "instrumental, band = self._beat_sync(",
+        "_, band = self._beat_sync("),
+    Bug("beat_sync_threshold ignored", "remixer/pipeline.py",
+        "song.downbeats, threshold=threshold, bpm=song.bpm), None", "song.downbeats, threshold=None, bpm=song.bpm), None"),
     Bug("chroma reaches generation as zeros", "remixer/pipeline.py",
         "chords.segments_to_chroma(segments, duration, request.chroma_coefficient)",
         "chords.segments_to_chroma(segments, duration, request.chroma_coefficient) * 0"),
@@ -77,9 +76,8 @@ BUGS = [
         "windows = window_chroma(chroma, starts)", "windows = window_chroma(chroma, [0.0] * len(starts))"),
     Bug("guidance not passed", "remixer/pipeline.py", "request.classifier_free_guidance),",
         "0),"),
-    Bug("instrumental not the synced one", "remixer/pipeline.py",
-        "level = audio.normalize(instrumental, generation.SAMPLE_RATE",
-        "level = audio.normalize(generated.audio, generation.SAMPLE_RATE"),
+    Bug("instrumental not the synced one", "remixer/pipeline.py", "level = audio.normalize(instrumental, rate,",
+        "level = audio.normalize(generated.audio, rate,"),
 ]
 
 
