@@ -259,7 +259,13 @@ class _Webhooks:
         self.server.server_close()
 
 
+def _when_ready(server) -> None:
+    """The server frees its slot just after answering: wait for READY before the next prediction."""
+    assert eventually(lambda: _request(f"{server['url']}/health-check")[1]["status"] == "READY")
+
+
 def test_analysis_stems_and_a_section_come_back_in_order(server):
+    _when_ready(server)
     status, body = _request(f"{server['url']}/predictions", {"input": {
         "prompt": "funk", "music_input": _data_uri(_song_bytes(12.0)), "model_version": "chord", "seed": 4,
         "return_instrumental": True, "return_stems": True, "return_analysis": True,
@@ -292,6 +298,7 @@ def test_analysis_stems_and_a_section_come_back_in_order(server):
     ({"chords": "C G Am F"}, "no beat was found in it"),  # random weights find no beat
 ])
 def test_new_inputs_explain_bad_values(server, inputs, message):
+    _when_ready(server)
     status, body = _request(f"{server['url']}/predictions", {"input": {
         "prompt": "funk", "music_input": _data_uri(_song_bytes(6.0)), "model_version": "chord", **inputs}})
     assert body["status"] == "failed" and message in body["error"], body.get("error")

@@ -119,6 +119,8 @@ def test_thirty_predictions_do_not_leak(server):
     rss, fds = {}, {}
     for index in range(30):
         upload = _data_uri(b"garbage" * 100) if index == 15 else song  # a failure in the middle
+        # The server answers before it frees its slot: wait for READY, not a fixed time.
+        assert _ready_again(server), index
         status, body = _request(f"{server['url']}/predictions", {"input": {
             "prompt": "jazz", "music_input": upload, "model_version": "chord", "seed": index}})
         assert body["status"] == ("failed" if index == 15 else "succeeded"), (index, body.get("error"))
