@@ -55,7 +55,7 @@ def ours(model, prefix, steps: int, device) -> float:
     decoder = model.decoder_for()
     plan = decoding.plan_window(torch.zeros((model.facts.codebooks, 0), dtype=torch.long),
                                 steps - model.facts.max_delay, decoder.delays, device)
-    settings = decoding.SamplingSettings(top_k=250, guidance=3.0)
+    settings = decoding.Sampling(top_k=250, classifier_free_guidance=3.0)
     window = decoding.WindowDecoder(decoder)
     window.decode(prefix, plan, settings, torch.Generator(device=device).manual_seed(0))  # warm-up, capture
     synchronize(device)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 
@@ -19,8 +19,9 @@ LABEL_CHAR_PX, LABEL_PAD_PX = 6, 8  # a chord name's width at 8 pt, 100 dpi
 MAX_BAR_NUMBERS = 40
 
 
-@dataclass(frozen=True)
-class Timed:
+class Segment(Protocol):
+    """A labelled span: a chord (btc.ChordSegment) or a section (rhythm.Section)."""
+
     start: float
     end: float
     label: str
@@ -35,8 +36,8 @@ class SongAnalysis:
     bpm: float | None
     beats: list[float]
     downbeats: list[float]
-    sections: list[Timed]
-    chords: list[Timed]
+    sections: Sequence[Segment]
+    chords: Sequence[Segment]
     chords_given: bool = False
     prompt_sent: str = ""
     model_version: str = ""
@@ -129,7 +130,7 @@ def render_png(analysis: SongAnalysis, samples: np.ndarray, sample_rate: int, pa
     return path
 
 
-def chord_changes(chords: Sequence[Timed]) -> list[tuple[float, str]]:
+def chord_changes(chords: Sequence[Segment]) -> list[tuple[float, str]]:
     """(time, name) where the chord changes; no-chord and unknown stretches are not named."""
     changes, previous = [], None
     for chord in chords:
@@ -139,7 +140,7 @@ def chord_changes(chords: Sequence[Timed]) -> list[tuple[float, str]]:
     return changes
 
 
-def place_labels(chords: Sequence[Timed], seconds_per_px: float, rows: int = 2) -> list[tuple[float, str, int]]:
+def place_labels(chords: Sequence[Segment], seconds_per_px: float, rows: int = 2) -> list[tuple[float, str, int]]:
     """Chord names on `rows` rows, each placed where its row is free (its text's width measured in
     pixels), dropped where neither row is: labels never overlap, at any song length."""
     row_free = [-np.inf] * rows

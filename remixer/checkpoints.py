@@ -137,7 +137,3 @@ def plain(value):
         return value.item()
     raise CheckpointError(f"unexpected {type(value).__name__} in a checkpoint's config")
 
-
-def number(value) -> float:
-    """A statistic stored as a Python, numpy or 0-d torch number."""
-    return float(value.item() if hasattr(value, "item") else value)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import math
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Protocol, Sequence
 
@@ -173,13 +172,6 @@ def window_chroma(chroma: np.ndarray, starts: Sequence[float],
 BEATS_PER_BAR_WITHOUT_DOWNBEATS = 4  # 4/4 when only a tempo is known
 
 
-@dataclass(frozen=True)
-class GivenChord:
-    start: float
-    end: float
-    label: str
-
-
 def parse_progression(text: str) -> list[str]:
     """'C G Am F' (one chord per bar) -> labels, each checked; an unknown one names the accepted forms."""
     labels = text.replace(",", " ").replace("|", " ").split()
@@ -204,8 +196,11 @@ def bar_starts(downbeats: Sequence[float], beats: Sequence[float], bpm: float | 
                      "beat, or leave chords empty to recognise them")
 
 
-def lay_on_bars(labels: Sequence[str], starts: Sequence[float], duration: float) -> list[GivenChord]:
-    """One label per bar in order, repeated to the song's end; the first bar also covers any pickup."""
+def lay_on_bars(labels: Sequence[str], starts: Sequence[float], duration: float):
+    """One label per bar in order, repeated to the song's end; the first bar also covers any pickup.
+    The same segments the recognizer gives (btc.ChordSegment)."""
+    from btc import ChordSegment
+
     bounds = [0.0, *starts[1:], duration]
-    return [GivenChord(bounds[i], bounds[i + 1], labels[i % len(labels)]) for i in range(len(bounds) - 1)
+    return [ChordSegment(bounds[i], bounds[i + 1], labels[i % len(labels)]) for i in range(len(bounds) - 1)
             if bounds[i + 1] > bounds[i]]

@@ -36,17 +36,22 @@ PROGRESS_EVERY = 25  # steps between progress reports (the host never waits on t
 
 
 @dataclass(frozen=True)
-class SamplingSettings:
-    """What the sampler needs; top_p > 0 means nucleus sampling, else top-k (0: the whole distribution)."""
+class Sampling:
+    """How tokens are drawn, with the product's defaults (their one home; generation and the request
+    table read them here). top_p > 0 means nucleus sampling, else top-k (0: the whole distribution)."""
 
-    # Neutral values; the product's defaults have one home, generation.Sampling.
-    top_k: int = 0
+    top_k: int = 250
     top_p: float = 0.0
     temperature: float = 1.0
-    guidance: float | None = None  # None or <= 1: the condition alone, one row
+    classifier_free_guidance: float = 3.0
+
+    @property
+    def guided(self) -> bool:
+        """A scale of 1 (or 0) is the condition alone: one row, no null condition."""
+        return self.classifier_free_guidance is not None and self.classifier_free_guidance > 1
 
 
-def sample(logits: torch.Tensor, settings: SamplingSettings, generator: torch.Generator | None) -> torch.Tensor:
+def sample(logits: torch.Tensor, settings: Sampling, generator: torch.Generator | None) -> torch.Tensor:
     """One token per row of `logits` (rows, vocabulary), drawn on the logits' device.
 
     top_k == 1 is the argmax (greedy, no randomness). Otherwise softmax(logits /
@@ -266,11 +271,11 @@ class WindowDecoder:
         self.static_steps = static_steps
 
     @torch.inference_mode()
-    def decode(self, prefix: torch.Tensor, plan: WindowPlan, settings: SamplingSettings,
+    def decode(self, prefix: torch.Tensor, plan: WindowPlan, settings: Sampling,
                generator: torch.Generator | None, progress: ProgressCallback | None = None) -> torch.Tensor:
         """prefix (rows, C, D): the condition (and the null row under guidance). Returns aligned (K, frames)."""
         decoder = self.decoder
-        guided = settings.guidance is not None and settings.guidance > 1
+        guided = settings.guided
         rows = 2 if guided else 1
         if prefix.shape[0] != rows:
             raise ValueError(f"a {'guided' if guided else 'plain'} window needs {rows} prefix rows")
@@ -303,13 +308,13 @@ class WindowDecoder:
                 progress(done + 1)  # positions chosen so far, the prefill's one included
         return aligned(state.grid, decoder.delays, plan.frames)
 
-    def _choose(self, state: "_StepState", settings: SamplingSettings, generator, guided: bool,
+    def _choose(self, state: "_StepState", settings: Sampling, generator, guided: bool,
                 eager: bool) -> None:
         """Sample the grid position being chosen from `state.logits`, keep fixed values, write it to the grid."""
         logits = state.logits
         if guided:
             condition, null = logits[0], logits[1]
-            logits = null + (condition - null) * settings.guidance
+            logits = null + (condition - null) * settings.classifier_free_guidance
         else:
             logits = logits[0]
         drawn = sample(logits, settings, generator)  # (K,)
@@ -322,7 +327,7 @@ class WindowDecoder:
         fixed = state.fixed.index_select(1, position)[:, 0]
         state.grid.index_copy_(1, position, torch.where(fixed, column, drawn)[:, None])
 
-    def _step(self, state: "_StepState", settings: SamplingSettings, generator, guided: bool,
+    def _step(self, state: "_StepState", settings: Sampling, generator, guided: bool,
               eager: bool) -> None:
         """Feed the last chosen position, compute the next position's logits, sample it.
 
@@ -351,7 +356,7 @@ class WindowDecoder:
             state.position += 1
         self._choose(state, settings, generator, guided, eager)
 
-    def _graph(self, state: "_StepState", settings: SamplingSettings, generator, guided: bool):
+    def _graph(self, state: "_StepState", settings: Sampling, generator, guided: bool):
         """The step captured as a CUDA graph (state tensors are its static buffers); None if capture fails."""
         try:
             if generator is not None and hasattr(torch.cuda.CUDAGraph, "register_generator_state"):

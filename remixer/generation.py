@@ -20,6 +20,7 @@ import torch
 
 from remixer import decoding
 from remixer.chords import WINDOW_SECONDS, window_chroma
+from remixer.decoding import Sampling
 from remixer.errors import RemixerError
 
 if TYPE_CHECKING:  # the model type, without importing transformers' modelling code here
@@ -45,14 +46,6 @@ def component_for(version: str) -> str:
     if version not in MODEL_VERSIONS:
         raise GenerationError(f"unknown model_version {version!r}; choose one of {', '.join(MODEL_VERSIONS)}")
     return f"musicgen-{version}"
-
-
-@dataclass(frozen=True)
-class Sampling:
-    top_k: int = 250
-    top_p: float = 0.0
-    temperature: float = 1.0
-    classifier_free_guidance: float = 3.0
 
 
 @dataclass(frozen=True)
@@ -179,10 +172,7 @@ def generate(
             progress(done, total_steps)
 
     encoded = encode_text(model, text)
-    guidance = sampling.classifier_free_guidance
-    guided = guidance is not None and guidance > 1  # a scale of 1 is the condition alone
-    settings = decoding.SamplingSettings(sampling.top_k, sampling.top_p, sampling.temperature,
-                                         guidance if guided else None)
+    guided = sampling.guided
     decoder = model.decoder_for()
     window_decoder = decoding.WindowDecoder(decoder)
     generator = torch.Generator(device=model.device).manual_seed(seed)
@@ -192,7 +182,7 @@ def generate(
         prompt = codes[:, -prompt_frames:] if index > 0 else codes
         plan = decoding.plan_window(prompt, new_frames, decoder.delays, model.device)
         before = done
-        window_codes = window_decoder.decode(prefix, plan, settings, generator,
+        window_codes = window_decoder.decode(prefix, plan, sampling, generator,
                                              progress=lambda chosen: step_to(before + chosen))
         codes = torch.cat([codes, window_codes[:, prompt.shape[1]:].cpu()], dim=1)
         log.info("generation: window %d/%d done (%.0f s of %.0f s)", index + 1, len(starts),

@@ -15,7 +15,12 @@ def prepare_vocals(vocals: np.ndarray, vocals_rate: int, sample_rate: int, chann
 
     Stereo vocals stay stereo for stereo models (the original downmixed them).
     """
-    converted = resample(convert_channels(vocals, channels), vocals_rate, sample_rate)
+    return conform(vocals, vocals_rate, sample_rate, channels, length)
+
+
+def conform(stem: np.ndarray, stem_rate: int, sample_rate: int, channels: int, length: int) -> np.ndarray:
+    """A demucs stem on the model's rate and channel count, `length` samples from the same start."""
+    converted = resample(convert_channels(stem, channels), stem_rate, sample_rate)
     out = np.zeros((channels, length), np.float32)
     count = min(length, converted.shape[1])
     out[:, :count] = converted[:, :count]
@@ -47,8 +52,9 @@ def mix(
 def vocals_as_mixed(instrumental: np.ndarray, vocals: np.ndarray, remix: np.ndarray) -> np.ndarray:
     """The vocals at the level they have inside `remix` (what `mix` made of these inputs), for a stem."""
     part = _peak_scaled(vocals, VOCALS_LEVEL)
-    before = _peak_scaled(_peak_scaled(instrumental, INSTRUMENTAL_LEVEL) + part, 1.0)
-    return part * _gain_between(before, remix) * _peak_gain(_peak_scaled(instrumental, INSTRUMENTAL_LEVEL) + part)
+    summed = _peak_scaled(instrumental, INSTRUMENTAL_LEVEL) + part
+    gain = _peak_gain(summed)  # what mix's peak scaling applies, before normalization
+    return part * gain * _gain_between(summed * gain, remix)
 
 
 def level_like(parts: np.ndarray, source: np.ndarray, levelled: np.ndarray) -> np.ndarray:

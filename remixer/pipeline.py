@@ -12,7 +12,7 @@ import shutil
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -20,9 +20,8 @@ import numpy as np
 import torch
 
 from remixer import audio, beatsync, chords, generation, mbd, mix, models, rhythm, separation, weights
+from remixer.analysis import SongAnalysis, render_png, write_json
 from remixer.device import pick_device
-from remixer.analysis import SongAnalysis, Timed, render_png, write_json
-from remixer.audio import convert_channels, resample
 from remixer.errors import RemixerError
 from remixer.request import MIN_SECTION_S, RemixRequest, RequestError
 from remixer.tiny_weights import MARKER as TINY_MARKER
@@ -99,9 +98,9 @@ class Remixer:
         if weights.missing([file], self.weights_dir):
             with _stage(f"download {version}", self.setup_timings, quiet=True):
                 weights.paths_of(component, self.weights_dir, self.offline)
-        if (path, self.device) in self.musicgen:
-            return self.musicgen.get(path, self.device, self.weights_dir, self.offline)
-        with _stage(f"MusicGen-Chord {version}", self.setup_timings, quiet=True):
+        # Timed only when it loads: a cached model costs nothing and adds no setup row.
+        loading = (path, self.device) not in self.musicgen
+        with _stage(f"MusicGen-Chord {version}", self.setup_timings if loading else {}, quiet=True):
             return self.musicgen.get(path, self.device, self.weights_dir, self.offline)
 
     def load_mbd(self) -> mbd.MultiBandDiffusion:
@@ -222,7 +221,8 @@ class Remixer:
         if want_band:
             if separated is None:
                 separated = self.separator.separate(instrumental, generation.SAMPLE_RATE)
-            band = {name: self._band_part(separated[name], instrumental) for name in ("drums", "bass")}
+            band = {name: mix.conform(separated[name], separation.SAMPLE_RATE, generation.SAMPLE_RATE,
+                                      *instrumental.shape) for name in ("drums", "bass")}
         if generated is None or len(generated.downbeats) < 2:
             return instrumental, _with_other(instrumental, band)
         if band is None:
@@ -235,16 +235,6 @@ class Remixer:
         instrumental = synced[:channels]
         band = {"drums": synced[channels:2 * channels], "bass": synced[2 * channels:]}
         return instrumental, _with_other(instrumental, band)
-
-    @staticmethod
-    def _band_part(stem: np.ndarray, instrumental: np.ndarray) -> np.ndarray:
-        """A demucs stem (44.1 kHz stereo) on the instrumental's rate, channels and length."""
-        part = convert_channels(resample(stem, separation.SAMPLE_RATE, generation.SAMPLE_RATE),
-                                instrumental.shape[0])
-        out = np.zeros_like(instrumental)
-        count = min(out.shape[1], part.shape[1])
-        out[:, :count] = part[:, :count]
-        return out
 
 
 def _with_other(instrumental: np.ndarray, band: dict[str, np.ndarray] | None) -> dict[str, np.ndarray] | None:
@@ -275,8 +265,8 @@ def _song_analysis(found: rhythm.Rhythm, segments, duration: float, offset: floa
     return SongAnalysis(
         duration=duration, offset=offset, bpm=found.bpm,
         beats=[offset + t for t in found.beats], downbeats=[offset + t for t in found.downbeats],
-        sections=[Timed(offset + s.start, offset + s.end, s.label) for s in found.sections],
-        chords=[Timed(offset + c.start, offset + c.end, c.label) for c in segments],
+        sections=[replace(s, start=offset + s.start, end=offset + s.end) for s in found.sections],
+        chords=[replace(c, start=offset + c.start, end=offset + c.end) for c in segments],
         chords_given=bool(request.chords), prompt_sent=generation.build_prompt(request.prompt, found.bpm),
         model_version=request.model_version, seed=seed, timings=dict(timings),
     )

@@ -168,9 +168,6 @@ def fetch_all(files: list[WeightFile], directory: str | os.PathLike | None = Non
         raise WeightsError(str(error)) from None
 
 
-sha256_of = download.sha256_of
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m remixer.weights", description=__doc__)
     parser.add_argument("action", choices=["list", "download"])

@@ -7,16 +7,18 @@ import json
 import numpy as np
 from PIL import Image
 
-from remixer.analysis import LABEL_CHAR_PX, LABEL_PAD_PX, SongAnalysis, Timed, place_labels, render_png, write_json
+from btc import ChordSegment
+from remixer.analysis import LABEL_CHAR_PX, LABEL_PAD_PX, SongAnalysis, place_labels, render_png, write_json
+from remixer.rhythm import Section
 
 
 def _song(duration: float, offset: float = 0.0) -> SongAnalysis:
     downbeats = list(np.arange(offset + 0.5, offset + duration, 2.0))
     beats = sorted(d + k * 0.5 for d in downbeats for k in range(4))
     names = ["C", "G", "A:min", "F#:maj7", "B:hdim7"]
-    chords = [Timed(d, d + 2.0, names[i % 5]) for i, d in enumerate(downbeats)]
+    chords = [ChordSegment(d, d + 2.0, names[i % 5]) for i, d in enumerate(downbeats)]
     half = offset + duration / 2
-    sections = [Timed(offset, half, "verse"), Timed(half, offset + duration, "chorus")]
+    sections = [Section(offset, half, "verse"), Section(half, offset + duration, "chorus")]
     return SongAnalysis(duration, offset, 120.0, beats, downbeats, sections, chords, prompt_sent="jazz, bpm : 120",
                         model_version="chord", seed=3, timings={"decode": 0.1})
 

@@ -87,7 +87,7 @@ def test_plan_places_prompt_bos_and_padding_by_codebook_delay():
 # --- the sampler -------------------------------------------------------------------------------
 
 
-def _draws(logits: torch.Tensor, settings: decoding.SamplingSettings, count: int, seed: int = 0) -> torch.Tensor:
+def _draws(logits: torch.Tensor, settings: decoding.Sampling, count: int, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     return decoding.sample(logits.expand(count, -1), settings, generator)
 
@@ -97,7 +97,7 @@ LOGITS = torch.tensor([[2.0, 1.5, 1.0, 0.5, 0.0, -0.5, -1.0, -3.0]])
 
 def test_sampling_follows_softmax_over_temperature():
     for temperature in (1.0, 0.5, 2.0):
-        draws = _draws(LOGITS, decoding.SamplingSettings(top_k=0, temperature=temperature), 40_000)
+        draws = _draws(LOGITS, decoding.Sampling(top_k=0, temperature=temperature), 40_000)
         counts = torch.bincount(draws, minlength=8).double()
         expected = torch.softmax(LOGITS[0].double() / temperature, 0) * draws.numel()
         chi2 = float(((counts - expected) ** 2 / expected).sum())
@@ -105,21 +105,21 @@ def test_sampling_follows_softmax_over_temperature():
 
 
 def test_top_k_never_draws_outside_the_k_most_likely():
-    draws = _draws(LOGITS, decoding.SamplingSettings(top_k=3), 20_000)
+    draws = _draws(LOGITS, decoding.Sampling(top_k=3), 20_000)
     assert set(draws.tolist()) == {0, 1, 2}
-    assert torch.equal(_draws(LOGITS, decoding.SamplingSettings(top_k=1), 50), torch.zeros(50, dtype=torch.long))
+    assert torch.equal(_draws(LOGITS, decoding.Sampling(top_k=1), 50), torch.zeros(50, dtype=torch.long))
 
 
 def test_top_p_keeps_the_smallest_set_covering_p():
     probs = torch.softmax(LOGITS[0], 0)  # 0.39, 0.24, 0.14, 0.09, ...
     for top_p in (0.3, 0.6, 0.7, 0.9):
         covering = int(torch.searchsorted(probs.cumsum(0), torch.tensor(top_p))) + 1
-        draws = _draws(LOGITS, decoding.SamplingSettings(top_p=top_p, top_k=0), 20_000)
+        draws = _draws(LOGITS, decoding.Sampling(top_p=top_p, top_k=0), 20_000)
         assert set(draws.tolist()) == set(range(covering)), top_p
 
 
 def test_same_seed_same_draws_and_other_seeds_differ():
-    settings = decoding.SamplingSettings(top_k=0)
+    settings = decoding.Sampling(top_k=0)
     assert torch.equal(_draws(LOGITS, settings, 500, seed=3), _draws(LOGITS, settings, 500, seed=3))
     assert not torch.equal(_draws(LOGITS, settings, 500, seed=3), _draws(LOGITS, settings, 500, seed=4))
 

@@ -127,8 +127,8 @@ def test_the_guided_generation_uses_the_zero_null_row(mono, windows_seen):
     generation.generate(mono, "funk", _chroma(2), 1.0, Sampling(classifier_free_guidance=0.0), seed=3)
     guided, plain = windows_seen
     assert guided["prefix"].shape[0] == 2 and torch.count_nonzero(guided["prefix"][1]) == 0
-    assert guided["settings"].guidance == 3.0
-    assert plain["prefix"].shape[0] == 1 and plain["settings"].guidance is None
+    assert guided["settings"].guided and guided["settings"].classifier_free_guidance == 3.0
+    assert plain["prefix"].shape[0] == 1 and not plain["settings"].guided
     assert torch.equal(guided["prefix"][:1], plain["prefix"])
 
 
