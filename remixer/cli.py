@@ -16,6 +16,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="musicgen-remix",
         description="Remix SONG in the style of --prompt, keeping its vocals, chords and bars.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="Many songs: musicgen-remix batch MANIFEST --out DIR (see musicgen-remix batch --help).",
     )
     parser.add_argument("music_input", metavar="SONG",
                         help=next(s for s in INPUTS if s.name == "music_input").description)
@@ -46,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["batch"]:  # a song named "batch" is ./batch
+        return batch_main(argv[1:])
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     values = {spec.name: getattr(args, spec.name) for spec in INPUTS}
@@ -71,13 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     work = result.remix.parent
     shutil.move(str(result.remix), output)
     print(f"remix: {output}")
-    extra = {"instrumental": result.instrumental, **result.stems, "analysis": result.analysis_json,
-             "analysis picture": result.analysis_png}
-    for name, path in extra.items():
-        if path is not None:  # beside the remix: song.remix.wav -> song.remix.drums.wav, .analysis.json, ...
-            target = output.with_name(f"{output.stem}.{name.split()[0]}{path.suffix}")
-            shutil.move(str(path), target)
-            print(f"{name}: {target}")
+    labels = {"analysis_json": "analysis", "analysis_png": "analysis picture"}
+    for name, path in list(result.named_outputs.items())[1:]:
+        # beside the remix: song.remix.wav -> song.remix.drums.wav, .analysis.json, .analysis.png
+        target = output.with_name(f"{output.stem}.{name.split('_')[0]}{path.suffix}")
+        shutil.move(str(path), target)
+        print(f"{labels.get(name, name)}: {target}")
     shutil.rmtree(work, ignore_errors=True)
     print(summary(result))
     print(f"seed: {result.seed}  (pass --seed {result.seed} to reproduce)")
@@ -95,6 +98,95 @@ def summary(result) -> str:
     return (f"song: {tempo}{meter}, {len(found.downbeats)} bars; sections: {sections}\n"
             f"chords ({'given' if found.chords_given else 'recognised'}): {chords}\n"
             f"stages: {stages}")
+
+
+def _batch_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="musicgen-remix batch",
+        description="Remix every row of MANIFEST (CSV or JSON Lines: one remix per row, columns named after the "
+                    "inputs of a single remix plus an optional id) on a pool of Ray workers. Each row's outputs go "
+                    "to DIR/<id>/ and a line in DIR/results.jsonl; running the same command again skips the rows "
+                    "already done with the same inputs and retries the failed ones.",
+        epilog="Columns: id, " + ", ".join(spec.name for spec in INPUTS) + ". Empty cells take the defaults; "
+               "relative song paths are read from the manifest's folder.",
+    )
+    parser.add_argument("manifest", type=Path, metavar="MANIFEST", help="a .csv or .jsonl file")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="where the outputs and "
+                        "results.jsonl go (on a cluster: storage every node can write)")
+    parser.add_argument("--workers", type=int, default=None, help="how many remixes run at once (default: one "
+                        "per GPU, or 1 on a machine without GPUs)")
+    parser.add_argument("--gpus-per-worker", type=float, default=None, help="GPUs each worker holds (default: 1 "
+                        "where the cluster has GPUs, else 0: the CPU)")
+    parser.add_argument("--cpus-per-worker", type=float, default=None,
+                        help="CPU cores each worker holds (default: the cluster's cores shared out)")
+    parser.add_argument("--address", default=None, help="join a running Ray cluster: 'auto' on one of its nodes, "
+                        "or ray://HOST:10001 (default: start Ray on this machine for this run)")
+    parser.add_argument("--weights-dir", default=None, help="model weights folder (default $REMIXER_WEIGHTS_DIR "
+                        "or ./weights; on a cluster: shared storage); missing files are downloaded once")
+    parser.add_argument("--offline", action="store_true", help="never download weights")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def batch_main(argv: list[str]) -> int:
+    """`musicgen-remix batch`: 0 when every row is done, 1 when some failed, 2 for a bad manifest, 130 stopped."""
+    args = _batch_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    from remixer.batch import run_batch
+    from remixer.errors import RemixerError
+    from remixer.manifest import ManifestError
+
+    try:
+        with _interrupt_on_sigterm():
+            summary = run_batch(args.manifest, args.out, workers=args.workers,
+                                gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker,
+                                address=args.address, weights_dir=args.weights_dir, offline=args.offline or None,
+                                progress=not args.quiet)
+    except ManifestError as error:
+        print(f"musicgen-remix batch: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # before any row ran (reading the manifest, fetching weights, starting Ray)
+        print("musicgen-remix batch: stopped before any row ran", file=sys.stderr)
+        return 130
+    except RemixerError as error:
+        print(f"musicgen-remix batch: {error}", file=sys.stderr)
+        return 1
+    print(batch_summary(summary))
+    if summary.interrupted:
+        return 130
+    return 1 if summary.failed else 0
+
+
+def batch_summary(summary) -> str:
+    """What a batch run did, in a few lines: counts, the failed rows with their errors, where results are."""
+    lines = [f"{summary.total} rows: {len(summary.ok)} remixed, {len(summary.failed)} failed, "
+             f"{len(summary.skipped)} done before (skipped) in {summary.seconds:.1f} s"
+             + (f" on {summary.plan.workers} worker(s)" if summary.plan else "")]
+    if summary.interrupted:
+        lines.append(f"stopped: {len(summary.abandoned)} row(s) left unfinished (nothing of them was kept); "
+                     "run the same command again to go on")
+    lines += [f"failed {row_id}: {error}" for row_id, error in summary.failed.items()]
+    lines.append(f"results: {summary.results}")
+    return "\n".join(lines)
+
+
+class _interrupt_on_sigterm:
+    """SIGTERM (a scheduler stopping the job) stops the batch as cleanly as Ctrl-C."""
+
+    def __enter__(self):
+        import signal
+
+        def interrupt(signum, frame):
+            raise KeyboardInterrupt
+
+        self.previous = signal.signal(signal.SIGTERM, interrupt)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        signal.signal(signal.SIGTERM, self.previous)
+        return False
 
 
 class _ProgressBar:

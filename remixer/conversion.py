@@ -130,14 +130,20 @@ def convert_checkpoint(th_path: str | Path) -> Path:
         return target
     log.info("converting %s to the transformers layout (once)", th_path.name)
     cfg, state = read_converted(th_path)
-    work = target.with_name(target.name + ".tmp")
+    # A folder of this process's own: batch workers (remixer.batch) may convert the same file at once.
+    work = target.with_name(f"{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     save_file(state, str(work / STATE_FILE))
     (work / CONFIG_FILE).write_text(json.dumps({"xp.cfg": cfg}, indent=1))
     (work / _SOURCE_FILE).write_text(json.dumps(stamp))
     shutil.rmtree(target, ignore_errors=True)
-    os.replace(work, target)
+    try:
+        os.replace(work, target)
+    except OSError:  # another process finished first: its copy is the same conversion
+        shutil.rmtree(work, ignore_errors=True)
+        if not (source_file.is_file() and json.loads(source_file.read_text()) == stamp):
+            raise
     return target
 
 

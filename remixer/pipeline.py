@@ -52,9 +52,16 @@ class RemixResult:
     @property
     def outputs(self) -> list[Path]:
         """In the predictor's order: remix, instrumental, stems, analysis.json, analysis.png."""
-        extra = [self.instrumental, *(self.stems[name] for name in STEM_OUTPUTS if name in self.stems),
-                 self.analysis_json, self.analysis_png]
-        return [self.remix] + [path for path in extra if path is not None]
+        return list(self.named_outputs.values())
+
+    @property
+    def named_outputs(self) -> dict[str, Path]:
+        """The outputs by name (remix, instrumental, drums, bass, other, vocals, analysis_json, analysis_png),
+        in the predictor's order; those not asked for are left out."""
+        named = {"remix": self.remix, "instrumental": self.instrumental,
+                 **{name: self.stems.get(name) for name in STEM_OUTPUTS},
+                 "analysis_json": self.analysis_json, "analysis_png": self.analysis_png}
+        return {name: path for name, path in named.items() if path is not None}
 
 
 ProgressCallback = Callable[[int, int], None]

@@ -120,9 +120,17 @@ class RemixRequest:
     @classmethod
     def from_inputs(cls, **values) -> "RemixRequest":
         """Build from loosely typed inputs (HTTP, CLI, in-process calls) and validate."""
+        request, problems = cls.check(values)
+        if problems:
+            raise RequestError("; ".join(problems))
+        return request
+
+    @classmethod
+    def check(cls, values: dict[str, Any]) -> tuple["RemixRequest | None", list[str]]:
+        """The request and every problem with `values` (none when the request is valid)."""
         unknown = sorted(set(values) - set(SPECS))
         if unknown:
-            raise RequestError(f"unknown input(s) {unknown}; accepted: {', '.join(SPECS)}")
+            return None, [f"unknown input(s) {unknown}; accepted: {', '.join(SPECS)}"]
         problems = []
         clean: dict[str, Any] = {}
         for name, value in values.items():
@@ -133,12 +141,18 @@ class RemixRequest:
         missing = [spec.name for spec in INPUTS if spec.required and clean.get(spec.name) in (None, "")]
         problems += [f"{name} is required" for name in missing]
         if problems:
-            raise RequestError("; ".join(problems))
+            return None, problems
         request = cls(**clean)
-        request.validate()
-        return request
+        problems = request.problems()
+        return (None if problems else request), problems
 
     def validate(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise RequestError("; ".join(problems))
+
+    def problems(self) -> list[str]:
+        """Everything wrong with these inputs, each with what is accepted."""
         problems = []
         for spec in INPUTS:
             value = getattr(self, spec.name)
@@ -178,8 +192,7 @@ class RemixRequest:
                 problems.append(f"chords: {error}")
         if not Path(self.music_input).is_file():
             problems.append(f"music_input: no such file {Path(self.music_input).name!r}")
-        if problems:
-            raise RequestError("; ".join(problems))
+        return problems
 
 
 def _coerce(spec: InputSpec, value: Any) -> Any:
