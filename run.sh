@@ -2,6 +2,7 @@
 # One entry point for people and CI: sets up everything when missing, then runs.
 #   ./run.sh test [pytest args]            run the test suite
 #   ./run.sh remix SONG --prompt TEXT ...   remix a song (see ./run.sh remix --help)
+#   ./run.sh batch MANIFEST --out DIR        remix many songs on Ray (see ./run.sh batch --help)
 #   ./run.sh setup                          only install
 # Idempotent: a second run skips every install step whose inputs did not change.
 set -euo pipefail
@@ -35,11 +36,11 @@ setup() {
     "$(find_python)" -m venv .venv
   fi
   local stamp=.venv/.installed want
-  want=$(cat requirements.txt requirements-test.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+  want=$(cat requirements.txt requirements-test.txt requirements-batch.txt pyproject.toml | sha256sum | cut -d' ' -f1)
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "[setup] installing pinned packages into .venv (first run downloads torch, a few GB)"
     .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q -r requirements.txt -r requirements-test.txt
+    .venv/bin/python -m pip install -q -r requirements.txt -r requirements-test.txt -r requirements-batch.txt
     .venv/bin/python -m pip install -q --no-deps -e .
     echo "$want" > "$stamp"
   fi
@@ -51,5 +52,6 @@ case "$cmd" in
   setup) setup ;;
   test) setup; export PATH="$PWD/.venv/bin:$PATH"; exec .venv/bin/python -m pytest "$@" ;;
   remix) setup; export PATH="$PWD/.venv/bin:$PATH"; exec .venv/bin/python -m remixer "$@" ;;
-  *) sed -n '2,6p' "$0"; exit 2 ;;
+  batch) setup; export PATH="$PWD/.venv/bin:$PATH"; exec .venv/bin/python -m remixer batch "$@" ;;
+  *) sed -n '2,7p' "$0"; exit 2 ;;
 esac

@@ -15,8 +15,10 @@ import logging
 import math
 import os
 import shutil
+import signal
 import socket
 import tempfile
+import threading
 import time
 import traceback
 from collections import deque
@@ -266,24 +268,48 @@ def _run_on_ray(ray, todo: list[Row], out: Path, ledger: Ledger, summary: BatchS
         except (ConnectionError, RuntimeError, ValueError) as error:
             raise BatchError(f"could not reach the Ray cluster at {address!r}: {error}") from None
     try:
-        plan = plan_pool(ray.cluster_resources(), len(todo), *sizes)
-        summary.plan = plan
-        log.info("%d row(s) to remix on %d worker(s), each with %g GPU and %g CPU", len(todo), plan.workers,
-                 plan.gpus_per_worker, plan.cpus_per_worker)
-        pool = _Pool(ray, plan, root, offline)
-        try:
-            _drive(pool, todo, out, ledger, summary, progress)
-        except KeyboardInterrupt:
-            summary.interrupted = True
-        finally:
-            summary.workers = pool.stats()
-            finished = {*summary.ok, *summary.failed}
-            summary.abandoned = [row.id for row in todo if row.id not in finished]
-            pool.close()
-            shutil.rmtree(out / PARTIAL_DIR, ignore_errors=True)
+        with _sigterm_stops_the_run():  # after ray.init, which installs its own SIGTERM handler
+            _run_pool(ray, todo, out, ledger, summary, root, offline, sizes, progress)
     finally:
         if owned:
             ray.shutdown()
+
+
+@contextlib.contextmanager
+def _sigterm_stops_the_run():
+    """SIGTERM (a scheduler stopping the job) stops the run as cleanly as Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_pool(ray, todo: list[Row], out: Path, ledger: Ledger, summary: BatchSummary, root: Path,
+              offline: bool | None, sizes: tuple, progress: bool) -> None:
+    """Start the workers, drive the rows through them, and always stop them and drop unfinished work."""
+    plan = plan_pool(ray.cluster_resources(), len(todo), *sizes)
+    summary.plan = plan
+    log.info("%d row(s) to remix on %d worker(s), each with %g GPU and %g CPU", len(todo), plan.workers,
+             plan.gpus_per_worker, plan.cpus_per_worker)
+    pool = _Pool(ray, plan, root, offline)
+    try:
+        _drive(pool, todo, out, ledger, summary, progress)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    finally:
+        summary.workers = pool.stats()
+        finished = {*summary.ok, *summary.failed}
+        summary.abandoned = [row.id for row in todo if row.id not in finished]
+        pool.close()
+        shutil.rmtree(out / PARTIAL_DIR, ignore_errors=True)
 
 
 class _Pool:

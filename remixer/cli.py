@@ -137,11 +137,9 @@ def batch_main(argv: list[str]) -> int:
     from remixer.manifest import ManifestError
 
     try:
-        with _interrupt_on_sigterm():
-            summary = run_batch(args.manifest, args.out, workers=args.workers,
-                                gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker,
-                                address=args.address, weights_dir=args.weights_dir, offline=args.offline or None,
-                                progress=not args.quiet)
+        summary = run_batch(args.manifest, args.out, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
+                            cpus_per_worker=args.cpus_per_worker, address=args.address, weights_dir=args.weights_dir,
+                            offline=args.offline or None, progress=not args.quiet)
     except ManifestError as error:
         print(f"musicgen-remix batch: {error}", file=sys.stderr)
         return 2
@@ -168,25 +166,6 @@ def batch_summary(summary) -> str:
     lines += [f"failed {row_id}: {error}" for row_id, error in summary.failed.items()]
     lines.append(f"results: {summary.results}")
     return "\n".join(lines)
-
-
-class _interrupt_on_sigterm:
-    """SIGTERM (a scheduler stopping the job) stops the batch as cleanly as Ctrl-C."""
-
-    def __enter__(self):
-        import signal
-
-        def interrupt(signum, frame):
-            raise KeyboardInterrupt
-
-        self.previous = signal.signal(signal.SIGTERM, interrupt)
-        return self
-
-    def __exit__(self, *exc):
-        import signal
-
-        signal.signal(signal.SIGTERM, self.previous)
-        return False
 
 
 class _ProgressBar:

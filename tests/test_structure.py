@@ -28,3 +28,14 @@ def test_no_product_module_imports_the_test_weight_writers():
             else:
                 continue
             assert not any(name.startswith("remixer.testing") for name in names), path.name
+
+
+def test_the_cog_image_and_single_remixes_do_not_need_ray():
+    # Ray is the "batch" extra: the predictor, the CLI and the batch module itself import without it.
+    code = ("import sys; sys.modules['ray'] = None; import predict, remixer.cli, remixer.batch, remixer.manifest; "
+            "print('ok')")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+    cog_requirements = (ROOT / "requirements.txt").read_text().lower()
+    assert "ray" not in {line.split("==")[0].strip() for line in cog_requirements.splitlines()}
+    assert "ray==" in (ROOT / "requirements-batch.txt").read_text()

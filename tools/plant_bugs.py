@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 FAST_TESTS = ["test_wiring.py", "test_pipeline.py", "test_mix.py", "test_generation.py", "test_mbd.py",
               "test_separation_rhythm.py", "test_beatsync.py", "test_chords.py", "test_btc.py", "test_audio.py",
-              "test_checkpoints.py"]
+              "test_checkpoints.py", "test_batch.py"]
 
 
 @dataclass(frozen=True)
@@ -71,14 +71,32 @@ BUGS = [
         "[codes[0::2], codes[1::2]]", "[codes[:4], codes[4:]]"),
     Bug("MBD default step list changed", "remixer/mbd.py", "list(range(1000))[::-50] + [0]",
         "list(range(1000))[::-40] + [0]"),
-    Bug("stereo vocals' channels swapped", "remixer/mix.py", "converted = resample(convert_channels(vocals, channels)",
-        "converted = resample(convert_channels(vocals, channels)[::-1]"),
+    Bug("stereo vocals' channels swapped", "remixer/mix.py", "converted = resample(convert_channels(stem, channels)",
+        "converted = resample(convert_channels(stem, channels)[::-1]"),
     Bug("every window conditioned on the song's opening", "remixer/generation.py",
         "windows = window_chroma(chroma, starts)", "windows = window_chroma(chroma, [0.0] * len(starts))"),
     Bug("guidance not passed", "remixer/pipeline.py", "request.classifier_free_guidance),",
         "0),"),
     Bug("instrumental not the synced one", "remixer/pipeline.py", "level = audio.normalize(instrumental, rate,",
         "level = audio.normalize(generated.audio, rate,"),
+    Bug("batch: a dead worker's row not retried", "remixer/batch.py", "if attempt == 1:", "if attempt == 0:"),
+    Bug("batch: resume ignores edited inputs", "remixer/batch.py",
+        'record.get("status") == "ok" and record.get("input_hash") == row.input_hash',
+        'record.get("status") == "ok"'),
+    Bug("batch: failed rows not retried on resume", "remixer/batch.py",
+        'record.get("status") == "ok" and', 'record.get("status") in ("ok", "failed") and'),
+    Bug("batch: outputs left in the staging folder", "remixer/batch.py",
+        "os.replace(out / PARTIAL_DIR / f\"{row.id}.{attempt}\", final)",
+        "(out / PARTIAL_DIR / f\"{row.id}.{attempt}\").exists()"),
+    Bug("batch: a new worker (and models) per row", "remixer/batch.py",
+        "                    pool.idle.append(actor)\n", "                    pool.lost(actor)\n"),
+    Bug("batch: song paths read from the current folder", "remixer/manifest.py",
+        "song if song.is_absolute() else (base / song).resolve()", "song.resolve()"),
+    Bug("batch: manifest rows numbered from 0", "remixer/manifest.py",
+        "for number, values in enumerate(reader, start=1):", "for number, values in enumerate(reader):"),
+    Bug("batch: Ctrl-C leaves rows in progress behind", "remixer/batch.py",
+        "        pool.close()\n        shutil.rmtree(out / PARTIAL_DIR, ignore_errors=True)\n",
+        "        pool.close()\n"),
 ]
 
 
@@ -107,6 +125,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--commit", help="plant into this commit's code and tests instead of the working tree")
     parser.add_argument("--only", nargs="*", help="bug names (substring match)")
+    parser.add_argument("--files", nargs="*", default=FAST_TESTS, help="test files to run (default: the fast ones)")
     args = parser.parse_args()
     bugs = [b for b in BUGS if not args.only or any(o in b.name for o in args.only)]
     rows = []
@@ -119,7 +138,7 @@ def main() -> int:
                 rows.append((bug.name, "not applicable", 0.0))
                 continue
             path.write_text(text.replace(bug.old, bug.new))
-            passed, seconds = run_tests(tree, FAST_TESTS)
+            passed, seconds = run_tests(tree, args.files)
             rows.append((bug.name, "missed" if passed else "caught", seconds))
         finally:
             shutil.rmtree(tree, ignore_errors=True)
