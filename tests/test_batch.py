@@ -169,6 +169,19 @@ def test_missing_ray_says_how_to_install_it_before_any_work(songs, tmp_path, mon
     assert not (tmp_path / "out" / RESULTS_FILE).exists() and not (tmp_path / "no-weights").exists()
 
 
+def test_a_second_batch_into_the_same_folder_is_refused(songs, tmp_path):
+    from remixer.batch import _only_run
+
+    manifest = write_csv(tmp_path / "m.csv", "music_input,prompt", f"{songs / 'song1.wav'},jazz")
+    out = tmp_path / "out"
+    out.mkdir()
+    with _only_run(out):  # a batch running into `out`
+        with pytest.raises(BatchError, match="another batch is writing to"):
+            run_batch(manifest, out, offline=True)
+        assert (out / LOCK_FILE).exists()  # the running batch keeps its lock
+    assert not (out / LOCK_FILE).exists()
+
+
 # --- the command, stopped with Ctrl-C (its own Ray instance, in a subprocess) ----------------------------
 
 
