@@ -57,6 +57,22 @@ def ffmpeg(*args: str) -> None:
     subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", *args], check=True)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def ray_temp_dir():
+    """Ray's session folders (logs, sockets) in one short folder of the test run, removed after it."""
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="ray-tests-")  # short: Ray's socket paths must stay under 108 bytes
+    previous = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = folder
+    yield Path(folder)
+    if previous is None:
+        os.environ.pop("RAY_TMPDIR", None)
+    else:
+        os.environ["RAY_TMPDIR"] = previous
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def require_ffmpeg():
     if shutil.which("ffmpeg") is None:
