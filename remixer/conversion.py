@@ -130,7 +130,8 @@ def convert_checkpoint(th_path: str | Path) -> Path:
         return target
     log.info("converting %s to the transformers layout (once)", th_path.name)
     cfg, state = read_converted(th_path)
-    # A folder of this process's own: batch workers (remixer.batch) may convert the same file at once.
+    # A folder of this process's own: processes sharing a weights folder (batch workers on a cluster,
+    # several predictors) may convert the same file at once.
     work = target.with_name(f"{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
