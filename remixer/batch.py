@@ -65,7 +65,7 @@ class BatchSummary:
     failed: dict[str, str] = field(default_factory=dict)  # id -> error, this run
     skipped: list[str] = field(default_factory=list)  # done by an earlier run with the same inputs
     abandoned: list[str] = field(default_factory=list)  # not finished when the run was stopped
-    workers: list[dict[str, Any]] = field(default_factory=list)  # per worker: host, pid, setup_s, loads, rows
+    workers: list[dict[str, Any]] = field(default_factory=list)  # per worker: host, pid, device, setup_s, rows
     plan: PoolPlan | None = None
     seconds: float = 0.0
     interrupted: bool = False
@@ -141,8 +141,7 @@ class RemixWorker:
         except RemixerError as error:
             self.error = str(error)
         self.stats = {"host": socket.gethostname(), "pid": os.getpid(), "device": device,
-                      "setup_s": round(time.perf_counter() - start, 2), "loads": int(self.remixer is not None),
-                      "rows": 0}
+                      "setup_s": round(time.perf_counter() - start, 2), "rows": 0}
 
     def ready(self) -> dict[str, Any]:
         return {**self.stats, "error": self.error}
