@@ -31,6 +31,7 @@ from remixer import generation, mbd, weights
 from remixer.conversion import convert_checkpoint
 from remixer.errors import RemixerError
 from remixer.manifest import Row, read_manifest
+from remixer.pipeline import SETUP_COMPONENTS
 
 log = logging.getLogger("remixer.batch")
 
@@ -38,7 +39,6 @@ RESULTS_FILE = "results.jsonl"
 PARTIAL_DIR = ".partial"
 LOCK_FILE = ".batch.lock"
 RAY_REQUIREMENT = "ray==2.60.0"
-BASE_COMPONENTS = ["htdemucs", "allin1", "btc-large-voca", "btc-majmin", "t5", "encodec"]
 
 
 class BatchError(RemixerError):
@@ -198,7 +198,7 @@ def plan_pool(resources: dict[str, float], rows: int, workers: int | None = None
 def prepare_weights(rows: list[Row], weights_dir: Path, offline: bool | None) -> None:
     """Every file the rows need, fetched and converted here once, not by each worker at the same time."""
     versions = sorted({row.request.model_version for row in rows})
-    components = BASE_COMPONENTS + [generation.component_for(v) for v in versions]
+    components = SETUP_COMPONENTS + [generation.component_for(v) for v in versions]
     if any(row.request.multi_band_diffusion for row in rows):
         components.append(mbd.COMPONENT)
     weights.ensure(components, weights_dir, offline=offline)
@@ -219,8 +219,9 @@ def run_batch(manifest: str | Path, out: str | Path, *, workers: int | None = No
     with _only_run(out):
         ledger = Ledger(out / RESULTS_FILE)
         summary = BatchSummary(total=len(rows), results=ledger.path)
-        todo = [row for row in rows if not ledger.done(row)]
-        summary.skipped = [row.id for row in rows if ledger.done(row)]
+        done = {row.id for row in rows if ledger.done(row)}
+        todo = [row for row in rows if row.id not in done]
+        summary.skipped = [row.id for row in rows if row.id in done]
         shutil.rmtree(out / PARTIAL_DIR, ignore_errors=True)  # left by a run that was killed
         if summary.skipped:
             log.info("%d of %d row(s) were done before with the same inputs: skipped", len(summary.skipped),

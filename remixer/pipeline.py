@@ -35,6 +35,8 @@ class OutOfGPUMemory(RemixerError):
 
 Analysis = SongAnalysis  # what the song is made of, on its timeline (remixer.analysis)
 STEM_OUTPUTS = ("drums", "bass", "other", "vocals")
+# What a Remixer loads at setup; MusicGen-Chord (per model_version) and MBD load on first use.
+SETUP_COMPONENTS = ["htdemucs", "allin1", "btc-large-voca", "btc-majmin", "t5", "encodec"]
 
 
 @dataclass
@@ -76,9 +78,8 @@ class Remixer:
         self.device = pick_device(device)  # decided once; every model is loaded onto it
         self.offline = offline
         self.setup_timings: dict[str, float] = {}
-        components = ["htdemucs", "allin1", "btc-large-voca", "btc-majmin", "t5", "encodec"]
         with _stage("download", self.setup_timings, quiet=True):  # every missing file at once, in ranges
-            weights.ensure(components, self.weights_dir, offline=offline)
+            weights.ensure(SETUP_COMPONENTS, self.weights_dir, offline=offline)
         if (self.weights_dir / TINY_MARKER).exists():
             log.warning("the weights in %s are small random test weights: remixes made with them are noise",
                         self.weights_dir)
