@@ -12,18 +12,16 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from remixer.batch import import_ray, run_batch  # noqa: E402
-from remixer.manifest import read_manifest  # noqa: E402
-from remixer.pipeline import Remixer  # noqa: E402
-from remixer.tiny_weights import write_all  # noqa: E402
-from tests.conftest import write_song  # noqa: E402
+from remixer.batch import import_ray, run_batch
+from remixer.manifest import read_manifest
+from remixer.pipeline import Remixer
+from remixer.testing.audio import write_song
+from remixer.tiny_weights import write_all
 
 
 def main() -> None:

@@ -13,18 +13,15 @@ downbeats, for the other beats, and for hi-hat eighths; bass is the share of a
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytsmod
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the synthetic material lives in the tests
 
-from remixer import beatsync  # noqa: E402
-from tests.test_beatsync import (  # noqa: E402
-    SR, _bass_purity, click_track, expected_positions, instrumental, signed_errors, warped,
+from remixer import beatsync
+from remixer.testing.beats import (
+    SR, bass_purity, click_track, expected_positions, instrumental, signed_errors, warped,
 )
 
 
@@ -62,7 +59,7 @@ def measure(name, sync, generated, targets, seconds):
     down = stats(out_beats, {0: quarter[0]})
     other = stats(out_beats, {s: quarter[s] for s in (1, 2, 3)})
     hats = stats(out_eighths, {s: eighth[s] for s in range(1, 8, 2)})
-    return (name, *down, *other, *hats, _bass_purity(out_bass), elapsed / (seconds / 60))
+    return (name, *down, *other, *hats, bass_purity(out_bass), elapsed / (seconds / 60))
 
 
 def main() -> None:

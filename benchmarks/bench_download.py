@@ -13,15 +13,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test file server
 
-from remixer import download  # noqa: E402
-from tests.file_server import Behaviour, FileServer  # noqa: E402
+from remixer import download
+from remixer.testing.file_server import Behaviour, FileServer
 
 
 def timed_fetch(server: FileServer, target: Path, settings: download.Settings, digest: str) -> float:

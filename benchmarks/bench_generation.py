@@ -35,14 +35,12 @@ BANDWIDTH = 3.0e12  # bytes/s an H100 copy was measured to move (SPEC section 11
 
 
 def build(shape: str, version: str, device: torch.device, root: Path):
-    from transformers import EncodecModel, T5EncoderModel
-
     cfg = musicgen_writers.xp_cfg(version, **SHAPES[shape])
     t5 = musicgen_writers.write_random_t5(root / "t5")[0].parent
     encodec = musicgen_writers.write_random_encodec(root / "encodec")[0].parent
-    text_encoder, audio_encoder = T5EncoderModel.from_pretrained(str(t5)), EncodecModel.from_pretrained(str(encodec))
+    encoders = models.load_encoders(t5, encodec, "cpu")
     with torch.device(device):  # random weights made where they run: seconds on a GPU for billions
-        model = models.assemble(cfg, text_encoder, audio_encoder, version=version)
+        model = models.assemble(cfg, encoders, version=version)
     return models.prepare(model, device)
 
 

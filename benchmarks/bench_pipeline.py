@@ -46,9 +46,12 @@ import pytsmod
 import soundfile as sf
 import torch
 
-from remixer import audio, beatsync, chords, conversion, generation, mix, models, rhythm, separation, weights
+from remixer import audio, beatsync, chords, conversion, generation, mix, models, musicgen, rhythm, separation, weights
+from remixer.device import pick_device
 from remixer.pipeline import Remixer
 from remixer.testing import musicgen as musicgen_writers
+from remixer.testing.rhythm import folds_in
+from remixer.testing.separation import checkpoint_in
 from remixer.testing import separation as separation_writers
 from remixer.tiny_weights import write_all
 
@@ -162,13 +165,11 @@ class GenerationCost:
 
 def measure_generation(model, chroma: np.ndarray, seconds: float) -> tuple[GenerationCost, int, np.ndarray]:
     """Per-position prefill, per-token and EnCodec costs from one short generation; also its audio."""
-    from transformers import AutoTokenizer
-
     steps: list[float] = []
     start = time.perf_counter()
     generated = generation.generate(model, PROMPT, chroma, seconds, seed=0,
                                     progress=lambda done, total: steps.append(time.perf_counter()))
-    text = AutoTokenizer.from_pretrained(model.text_encoder.name_or_path)(PROMPT)["input_ids"]
+    text = model.tokenizer(PROMPT)["input_ids"]
     prefix = chroma.shape[0] + len(text) + 1  # chroma and text conditions, then the start token
     decode_start = time.perf_counter()
     generation.decode_tokens(model, generated.tokens)
@@ -181,8 +182,8 @@ def gpu_token_seconds(model, chroma: np.ndarray) -> tuple[float, float]:
     """A token step on a GPU: the host time of the same 48-layer decoder at a tiny width, measured here (eager
     decoding is bound by it), plus reading the float16 decoder weights once at HBM_BYTES_PER_S."""
     cfg = musicgen_writers.xp_cfg("chord", dim=48, num_heads=2, num_layers=48)
-    skeleton = models.assemble(cfg, model.text_encoder, model.audio_encoder)
-    skeleton.facts = conversion.facts_from_cfg(cfg, "chord")
+    skeleton = models.assemble(cfg, models.Encoders(model.text_encoder, model.audio_encoder, model.tokenizer))
+    skeleton.facts = musicgen.facts_from_cfg(cfg, "chord")
     host = measure_generation(models.prepare(skeleton, model.device), chroma, 4.0)[0].per_token
     weights_bytes = 2 * sum(p.numel() for p in model.decoder.parameters())
     return host + weights_bytes / HBM_BYTES_PER_S, host
@@ -230,9 +231,10 @@ def run_original(root: Path, th_path: Path, device: str | None, song_path: Path,
                  gen_rows: list[Row], clock: ForwardClock) -> Structure:
     original = Structure("original", clock)
     with original.stage("load models", "every request: demucs, All-In-One, BTC, MusicGen-Chord from .th"):
-        separator = separation.load_separator(root, device)
-        analyzer = rhythm.load_analyzer(root, device)
-        recognizer = chords.load_recognizer(str(root), True, str(separator.device))
+        chosen = pick_device(device)
+        separator = separation.load_separator(checkpoint_in(root), chosen)
+        analyzer = rhythm.load_analyzer(folds_in(root), chosen)
+        recognizer = chords.read_recognizer(root / "btc" / "btc_model_large_voca.pt", str(chosen))
         model = load_from_th(th_path, root)
     for module in (separator.model, analyzer.model, recognizer.model):
         clock.watch(module)
@@ -265,11 +267,8 @@ def run_original(root: Path, th_path: Path, device: str | None, song_path: Path,
 
 def load_from_th(th_path: Path, root: Path):
     """What loading MusicGen-Chord costs without a converted cache: read the .th, map the keys, build."""
-    from transformers import EncodecModel, T5EncoderModel
-
     cfg, state = conversion.read_converted(th_path)
-    return models.assemble(cfg, T5EncoderModel.from_pretrained(str(root / "t5")),
-                               EncodecModel.from_pretrained(str(root / "encodec")), state)
+    return models.assemble(cfg, models.load_encoders(root / "t5", root / "encodec", "cpu"), state)
 
 
 def finish(structure: Structure, separator: separation.Separator, analyzer: rhythm.RhythmAnalyzer,

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from remixer import rhythm, separation
+from remixer.device import pick_device
 from remixer.testing import rhythm as rhythm_writers
 from remixer.testing import separation as separation_writers
 
@@ -36,8 +37,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         separation_writers.write_random_checkpoint(tmp, full_size=True)
         rhythm_writers.write_random_checkpoints(tmp)
-        separator = separation.load_separator(tmp, args.device)
-        analyzer = rhythm.load_analyzer(tmp, args.device)
+        device = pick_device(args.device)
+        separator = separation.load_separator(separation_writers.checkpoint_in(tmp), device)
+        analyzer = rhythm.load_analyzer(rhythm_writers.folds_in(tmp), device)
     rows = []
     start = time.perf_counter()
     stems = separator.separate(song, sr)

@@ -27,11 +27,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from remixer import generation, mbd, weights
-from remixer.conversion import convert_checkpoint
+from remixer import weights
 from remixer.errors import RemixerError
 from remixer.manifest import Row, read_manifest
-from remixer.pipeline import SETUP_COMPONENTS
+from remixer.pipeline import Remixer
 
 log = logging.getLogger("remixer.batch")
 
@@ -128,7 +127,6 @@ class RemixWorker:
     def __init__(self, weights_dir: str, device: str, offline: bool | None, threads: int):
         import torch
 
-        from remixer.pipeline import Remixer
 
         torch.set_num_threads(max(1, threads))
         logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -195,18 +193,6 @@ def plan_pool(resources: dict[str, float], rows: int, workers: int | None = None
     return PoolPlan(workers, gpus_per_worker, cpus_per_worker)
 
 
-def prepare_weights(rows: list[Row], weights_dir: Path, offline: bool | None) -> None:
-    """Every file the rows need, fetched and converted here once, not by each worker at the same time."""
-    versions = sorted({row.request.model_version for row in rows})
-    components = SETUP_COMPONENTS + [generation.component_for(v) for v in versions]
-    if any(row.request.multi_band_diffusion for row in rows):
-        components.append(mbd.COMPONENT)
-    weights.ensure(components, weights_dir, offline=offline)
-    for version in versions:
-        (path,) = weights.paths_of(generation.component_for(version), weights_dir, offline)
-        convert_checkpoint(path)
-
-
 def run_batch(manifest: str | Path, out: str | Path, *, workers: int | None = None,
               gpus_per_worker: float | None = None, cpus_per_worker: float | None = None,
               address: str | None = None, weights_dir: str | Path | None = None, offline: bool | None = None,
@@ -229,7 +215,9 @@ def run_batch(manifest: str | Path, out: str | Path, *, workers: int | None = No
         if todo:
             ray = import_ray()  # before fetching gigabytes of weights
             root = weights.weights_dir(weights_dir).resolve()
-            prepare_weights(todo, root, offline)
+            # Every file the rows need, fetched and converted here once, not by each worker at the same time.
+            Remixer.prefetch(sorted({row.request.model_version for row in todo}),
+                             any(row.request.multi_band_diffusion for row in todo), root, offline)
             _run_on_ray(ray, todo, out, ledger, summary, root, offline, address,
                         (workers, gpus_per_worker, cpus_per_worker), progress)
     summary.seconds = time.perf_counter() - started

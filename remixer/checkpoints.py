@@ -1,16 +1,26 @@
-"""The one way we unpickle a checkpoint: tensors plus an explicit allow-list, never code.
+"""The one way we unpickle a checkpoint: tensors plus an explicit allow-list per family, never code.
 
-The published MusicGen-Chord and MBD files pickle OmegaConf configs, and BTC's
-stores numpy scalars for its feature statistics. `torch.load(weights_only=True)`
-refuses both by default; `read` admits exactly the classes those files need and
-names the file and the class when anything else is asked for. Configs are
-turned into plain data (`plain`) right after loading.
+Each published family pickles a few classes beside its tensors:
+- MusicGen-Chord and MBD: OmegaConf configs (audiocraft pickles `xp.cfg` and
+  the band configs as DictConfig);
+- BTC: numpy scalars for its feature statistics (its training code takes std
+  with `np.sqrt`);
+- demucs: the model class by reference (`demucs.htdemucs.HTDemucs`) with its
+  constructor arguments, `segment` a `fractions.Fraction` (demucs'
+  `states.serialize_model`);
+- All-In-One: the fold's `config`, a plain dict or an OmegaConf DictConfig of
+  All-In-One's structured `Config` dataclasses (`allin1/config.py`).
+`torch.load(weights_only=True)` refuses all of these by default; `read` admits
+exactly the classes of the family asked for and names the file and the class
+when anything else is asked for. Configs are turned into plain data (`plain`)
+right after loading.
 """
 
 from __future__ import annotations
 
 import builtins
 import collections
+import fractions
 import functools
 import re
 import typing
@@ -20,19 +30,21 @@ import torch
 
 from remixer.errors import RemixerError
 
+OMEGACONF = "omegaconf"
+NUMPY = "numpy"
+DEMUCS = "demucs"
+ALLIN1 = "allin1"
+FAMILIES = (OMEGACONF, NUMPY, DEMUCS, ALLIN1)
+
 
 class CheckpointError(RemixerError):
     """A checkpoint that is missing, damaged, of the wrong kind or asks for a class we do not unpickle."""
 
 
-@functools.lru_cache(maxsize=1)
-def _allowed() -> tuple[tuple[object, str], ...]:
-    """(object, pickled name): each class a published checkpoint references, under every name it is pickled as."""
-    import numpy as np
-    from numpy._core import multiarray
+def _omegaconf() -> list[tuple[object, str]]:
     from omegaconf import base, dictconfig, listconfig, nodes
 
-    entries: list[tuple[object, str]] = [
+    return [
         # OmegaConf containers and the metadata and value nodes inside them.
         (dictconfig.DictConfig, "omegaconf.dictconfig.DictConfig"),
         (listconfig.ListConfig, "omegaconf.listconfig.ListConfig"),
@@ -45,30 +57,67 @@ def _allowed() -> tuple[tuple[object, str], ...]:
         (collections.defaultdict, "collections.defaultdict"),
         *((getattr(builtins, name), f"builtins.{name}")
           for name in ("dict", "list", "int", "float", "str", "bool", "object")),
-        # numpy scalars (BTC's mean/std): numpy 2 pickles them from numpy._core, numpy 1 from numpy.core.
+    ]
+
+
+def _numpy() -> list[tuple[object, str]]:
+    import numpy as np
+    from numpy._core import multiarray
+
+    return [
+        # numpy 2 pickles scalars from numpy._core, numpy 1 from numpy.core.
         (multiarray.scalar, "numpy._core.multiarray.scalar"),
         (multiarray.scalar, "numpy.core.multiarray.scalar"),
         (np.dtype, "numpy.dtype"),
         *((type(np.dtype(code)), f"numpy.dtypes.{type(np.dtype(code)).__name__}")
           for code in ("f2", "f4", "f8", "i4", "i8")),
     ]
-    return tuple(entries)
 
 
-def allowed_names() -> list[str]:
-    return sorted({name for _, name in _allowed()})
+def _demucs() -> list[tuple[object, str]]:
+    from demucs_infer.htdemucs import HTDemucs
+
+    # The published htdemucs file names the class under the original package; demucs-infer is its
+    # inference-only copy. Only this class is admitted: a file naming any other class is refused.
+    return [(HTDemucs, "demucs.htdemucs.HTDemucs"), (HTDemucs, "demucs_infer.htdemucs.HTDemucs"),
+            (fractions.Fraction, "fractions.Fraction")]
 
 
-def read(path: str | Path, what: str) -> dict:
-    """Unpickle `path` (a torch checkpoint holding a dict) with the allow-list; `what` names it in errors."""
+def _allin1() -> list[tuple[object, str]]:
+    from allin1_infer import config
+
+    # A DictConfig made from All-In-One's structured config records its dataclasses as metadata,
+    # under the original package's name (allin1) or the inference copy's (allin1_infer).
+    classes = [(getattr(config, name), f"{package}.config.{name}")
+               for name in ("Config", "DataConfig", "HarmonixConfig") for package in ("allin1", "allin1_infer")]
+    return [*_omegaconf(), *classes, (typing.List, "typing.List")]
+
+
+_BUILDERS = {OMEGACONF: _omegaconf, NUMPY: _numpy, DEMUCS: _demucs, ALLIN1: _allin1}
+
+
+@functools.lru_cache(maxsize=None)
+def _allowed(family: str) -> tuple[tuple[object, str], ...]:
+    """(object, pickled name) for each class a family's published files reference."""
+    if family not in _BUILDERS:
+        raise ValueError(f"unknown checkpoint family {family!r}; known: {', '.join(FAMILIES)}")
+    return tuple(_BUILDERS[family]())
+
+
+def allowed_names(family: str) -> list[str]:
+    return sorted({name for _, name in _allowed(family)})
+
+
+def read(path: str | Path, what: str, family: str) -> dict:
+    """Unpickle `path` (a torch checkpoint holding a dict) with `family`'s allow-list; `what` names it in errors."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{what} not found: {path}")
-    unexpected = _unexpected_globals(path)
+    unexpected = _unexpected_globals(path, family)
     if unexpected:
         raise _refusal(path, what, unexpected)
     try:
-        with torch.serialization.safe_globals(list(_allowed())):
+        with torch.serialization.safe_globals(list(_allowed(family))):
             package = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any failure to unpickle means an unreadable file
         named = re.findall(r"GLOBAL (\S+)", str(error))
@@ -81,19 +130,19 @@ def read(path: str | Path, what: str) -> dict:
     return package
 
 
-def _unexpected_globals(path: Path) -> list[str]:
+def _unexpected_globals(path: Path, family: str) -> list[str]:
     try:
         names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
     except Exception:  # noqa: BLE001 - not a zip checkpoint: torch.load checks it while loading
         return []
-    allowed = set(allowed_names())
+    allowed = set(allowed_names(family))
     return [name for name in names if name not in allowed]
 
 
 def _refusal(path: Path, what: str, names: list[str]) -> CheckpointError:
     return CheckpointError(
         f"{path} is not loaded: unpickling it would need {', '.join(sorted(set(names)))}, which no published "
-        f"{what} holds (we unpickle only tensors, numbers, OmegaConf configs and numpy scalars); "
+        f"{what} holds (we unpickle only tensors, numbers and the few classes its published files need); "
         f"it is not the published file: {_fetch_again(path)}"
     )
 

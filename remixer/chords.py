@@ -6,7 +6,6 @@ timeline into chroma and `window_chroma` cuts it for each generation window.
 
 from __future__ import annotations
 
-import functools
 import math
 import re
 from pathlib import Path
@@ -56,23 +55,13 @@ def recognizer_component(large_vocabulary: bool) -> str:
     return "btc-large-voca" if large_vocabulary else "btc-majmin"
 
 
-@functools.lru_cache(maxsize=2)
-def load_recognizer(weights_dir: str | Path | None = None, large_vocabulary: bool = True, device: str = "cpu",
-                    offline: bool | None = None):
-    """The BTC recognizer for a vocabulary, loaded once per (directory, vocabulary, device)."""
-    from remixer import weights
-
-    (path,) = weights.paths_of(recognizer_component(large_vocabulary), weights_dir, offline)
-    return read_recognizer(path, device)
-
-
 def read_recognizer(path: Path, device: str = "cpu"):
     """A BTC checkpoint file -> recognizer, read the product's one safe way (remixer.checkpoints)."""
     import btc
     from remixer import checkpoints
 
     try:
-        return btc.recognizer_from_package(checkpoints.read(path, "BTC checkpoint"), path, device)
+        return btc.recognizer_from_package(checkpoints.read(path, "BTC checkpoint", checkpoints.NUMPY), path, device)
     except btc.CheckpointError as error:  # btc stays standalone: its errors join our family here
         raise checkpoints.CheckpointError(str(error)) from None
 

@@ -12,13 +12,12 @@ import json
 import logging
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from remixer import checkpoints
-from remixer.generation import GenerationError
+from remixer.musicgen import GenerationError, facts_from_cfg, lm_shape
 
 log = logging.getLogger(__name__)
 
@@ -26,41 +25,6 @@ _CONVERTED = "converted"
 STATE_FILE = "model.safetensors"
 CONFIG_FILE = "decoder_config.json"
 _SOURCE_FILE = "source.json"
-
-
-@dataclass(frozen=True)
-class ModelFacts:
-    """What a model_version is, read from its checkpoint's xp.cfg."""
-
-    version: str
-    channels: int
-    codebooks: int
-    hidden_size: int
-    layers: int
-    heads: int
-
-    @property
-    def max_delay(self) -> int:
-        """Codebook delay of the last codebook (frames): 3 for mono and for interleaved stereo."""
-        return self.codebooks // self.channels - 1
-
-
-def lm_shape(cfg: dict) -> dict:
-    lm = cfg["transformer_lm"]
-    return {
-        "dim": int(lm["dim"]),
-        "layers": int(lm["num_layers"]),
-        "heads": int(lm["num_heads"]),
-        "n_q": int(lm["n_q"]),
-        "card": int(lm["card"]),
-        "hidden_scale": float(lm.get("hidden_scale", 4)),
-    }
-
-
-def facts_from_cfg(cfg: dict, version: str) -> ModelFacts:
-    shape = lm_shape(cfg)
-    stereo = int(cfg.get("channels", 1)) == 2 or bool(cfg.get("interleave_stereo_codebooks", {}).get("use"))
-    return ModelFacts(version, 2 if stereo else 1, shape["n_q"], shape["dim"], shape["layers"], shape["heads"])
 
 
 def decoder_config(cfg: dict):
@@ -151,7 +115,7 @@ def convert_checkpoint(th_path: str | Path) -> Path:
 def read_converted(th_path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     """A published .th file's xp.cfg and its LM state in the transformers layout, in memory."""
     try:
-        package = checkpoints.read(th_path, "MusicGen-Chord checkpoint")
+        package = checkpoints.read(th_path, "MusicGen-Chord checkpoint", checkpoints.OMEGACONF)
     except checkpoints.CheckpointError as error:
         raise GenerationError(str(error)) from None
     # The published files hold 'model'; audiocraft's own export names the same state 'best_state'.

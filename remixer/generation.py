@@ -8,7 +8,6 @@ loop (`remixer.decoding`).
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import random
@@ -21,31 +20,17 @@ import torch
 from remixer import decoding
 from remixer.chords import WINDOW_SECONDS, window_chroma
 from remixer.decoding import Sampling
-from remixer.errors import RemixerError
+from remixer.musicgen import FRAME_RATE, SAMPLE_RATE, GenerationError
 
 if TYPE_CHECKING:  # the model type, without importing transformers' modelling code here
     from remixer.models import ChordModel
 
 log = logging.getLogger(__name__)
 
-MODEL_VERSIONS = ("stereo-chord", "stereo-chord-large", "chord", "chord-large")
-SAMPLE_RATE = 32000
-FRAME_RATE = 50  # EnCodec 32 kHz: 640 samples per token frame
-CARD = 2048
 EXTEND_STRIDE_S = 18.0  # each window after the first adds 18 s ...
 PROMPT_S = WINDOW_SECONDS - EXTEND_STRIDE_S  # ... prompted with the last 12 s
 EMPTY_PROMPT = "prompt is empty: describe the style, e.g. 'bossa nova with nylon guitar'"
 MAX_PROMPT_TOKENS = 512  # T5's trained length; longer prompts are truncated with a warning
-
-
-class GenerationError(RemixerError):
-    """A request the generator cannot serve, explained."""
-
-
-def component_for(version: str) -> str:
-    if version not in MODEL_VERSIONS:
-        raise GenerationError(f"unknown model_version {version!r}; choose one of {', '.join(MODEL_VERSIONS)}")
-    return f"musicgen-{version}"
 
 
 @dataclass(frozen=True)
@@ -103,7 +88,7 @@ class EncodedText:
 
 
 def encode_text(model: ChordModel, text: str) -> EncodedText:
-    tokenizer = _tokenizer(model.text_encoder.name_or_path)
+    tokenizer = model.tokenizer
     ids = tokenizer(text, return_tensors="pt")
     if ids["input_ids"].shape[1] > MAX_PROMPT_TOKENS:
         log.warning("prompt is %d tokens; T5 reads the first %d", ids["input_ids"].shape[1], MAX_PROMPT_TOKENS)
@@ -132,13 +117,6 @@ def condition_prefix(model: ChordModel, text: EncodedText, window: np.ndarray, g
     states = states * text.mask[..., None].to(states)
     condition = torch.cat([model.audio_enc_to_dec_proj(chroma), states.to(chroma.dtype)], dim=1)
     return torch.cat([condition, torch.zeros_like(condition)]) if guided else condition
-
-
-@functools.lru_cache(maxsize=4)
-def _tokenizer(directory: str):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(directory)
 
 
 def generate(

@@ -307,7 +307,7 @@ def load_mbd(path: str | Path, device: str | torch.device = "cpu") -> MultiBandD
         raise MBDError(f"MBD checkpoint not found: {path}")
     try:
         # The published file pickles OmegaConf configs next to the tensors; nothing else is unpickled.
-        package = checkpoints.read(path, "MBD checkpoint")
+        package = checkpoints.read(path, "MBD checkpoint", checkpoints.OMEGACONF)
     except checkpoints.CheckpointError as error:
         raise MBDError(str(error)) from None
     if "n_bands" not in package or "sample_rate" not in package:

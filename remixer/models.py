@@ -1,8 +1,11 @@
 """Loaded MusicGen-Chord models: one typed model object per checkpoint and device, cached within a budget.
 
 `ChordModel` is transformers' MusicGen-Melody with the facts of its checkpoint
-(`facts`: channels, codebooks, version) and our decode loop over its own
-decoder weights (`decoder_for`). T5 and EnCodec are shared by all versions.
+(`facts`: channels, codebooks, version), the T5 tokenizer, and our decode
+loop over its own decoder weights (`decoder_for`). T5 and EnCodec
+(`Encoders`) are shared by all versions: the Remixer loads them once and
+hands them to every model it loads. Loaders take resolved paths and a device;
+the Remixer owns the cache (`ModelCache`).
 """
 
 from __future__ import annotations
@@ -12,22 +15,15 @@ import logging
 import os
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from transformers import MusicgenMelodyForConditionalGeneration
 
-from remixer import decoding, weights
-from remixer.conversion import (
-    CONFIG_FILE,
-    STATE_FILE,
-    ModelFacts,
-    convert_checkpoint,
-    decoder_config,
-    facts_from_cfg,
-)
-from remixer.device import pick_device
-from remixer.generation import CARD, GenerationError
+from remixer import decoding
+from remixer.conversion import CONFIG_FILE, STATE_FILE, convert_checkpoint, decoder_config
+from remixer.musicgen import CARD, GenerationError, ModelFacts, facts_from_cfg
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +32,7 @@ class ChordModel(MusicgenMelodyForConditionalGeneration):
     """MusicGen-Melody weights of a MusicGen-Chord checkpoint, with that checkpoint's facts."""
 
     facts: ModelFacts
+    tokenizer: object = None  # T5's tokenizer (transformers), from the shared Encoders
     fast_decoder: decoding.Decoder | None = None
 
     def decoder_for(self) -> decoding.Decoder:
@@ -45,25 +42,30 @@ class ChordModel(MusicgenMelodyForConditionalGeneration):
         return self.fast_decoder
 
 
-_shared_lock = threading.Lock()
-_shared: dict[tuple, torch.nn.Module] = {}
+@dataclass(frozen=True)
+class Encoders:
+    """T5 (text encoder and tokenizer) and EnCodec: the same for all four versions, loaded once per device."""
+
+    text: torch.nn.Module
+    audio: torch.nn.Module
+    tokenizer: object
 
 
-def _shared_encoder(kind: str, directory: Path, device: torch.device) -> torch.nn.Module:
-    """T5 and EnCodec are the same for all four versions: load each once per device."""
-    from transformers import EncodecModel, T5EncoderModel
+def load_encoders(t5_dir: str | Path, encodec_dir: str | Path, device: str | torch.device) -> Encoders:
+    """T5 and EnCodec from their transformers folders (config.json, model.safetensors, tokenizer.json)."""
+    from transformers import AutoTokenizer, EncodecModel, T5EncoderModel
 
-    key = (kind, str(directory), str(device))
-    with _shared_lock:
-        if key not in _shared:
-            cls = T5EncoderModel if kind == "t5" else EncodecModel
-            _shared[key] = cls.from_pretrained(str(directory)).to(device).eval()
-        return _shared[key]
+    device = torch.device(device)
+    for folder in (t5_dir, encodec_dir):
+        if not (Path(folder) / "config.json").is_file():
+            raise GenerationError(f"no model in {folder} (config.json missing)")
+    return Encoders(T5EncoderModel.from_pretrained(str(t5_dir)).to(device).eval(),
+                    EncodecModel.from_pretrained(str(encodec_dir)).to(device).eval(),
+                    AutoTokenizer.from_pretrained(str(t5_dir)))
 
 
-def load_musicgen_chord(th_path: str | Path, device: str | torch.device | None = "cpu",
-                        weights_dir: str | Path | None = None, offline: bool | None = None) -> ChordModel:
-    """The transformers model for a MusicGen-Chord checkpoint (converted, cached).
+def load_musicgen_chord(th_path: str | Path, device: str | torch.device, encoders: Encoders) -> ChordModel:
+    """The transformers model for a MusicGen-Chord checkpoint (converted once, cached beside it).
 
     Its facts (channels, codebooks, version) are at `model.facts`.
     """
@@ -72,24 +74,19 @@ def load_musicgen_chord(th_path: str | Path, device: str | torch.device | None =
     th_path = Path(th_path)
     if not th_path.is_file():
         raise GenerationError(f"MusicGen-Chord checkpoint not found: {th_path}")
-    chosen = pick_device(device)
-    root = weights.ensure(["t5", "encodec"], weights_dir, offline=offline)
+    chosen = torch.device(device)
     cache = convert_checkpoint(th_path)
     cfg = json.loads((cache / CONFIG_FILE).read_text())["xp.cfg"]
     version = th_path.stem.removeprefix("musicgen-")
-
-    text_encoder = _shared_encoder("t5", root / "t5", chosen)
-    audio_encoder = _shared_encoder("encodec", root / "encodec", chosen)
-    # Read straight onto the device, the decoder in the precision it runs in: one move, no second copy.
-    state = load_file(str(cache / STATE_FILE), device=str(chosen))
+    # Cast on the host, then move: the GPU never holds a float32 and a 16-bit copy of the decoder at once.
+    state = load_file(str(cache / STATE_FILE), device="cpu")
     if chosen.type == "cuda":
         dtype = _cuda_decoder_dtype()
-        state = {k: v.to(dtype) if k.startswith("decoder.") else v for k, v in state.items()}
-    model = assemble(cfg, text_encoder, audio_encoder, state, version, th_path.name)
-    return prepare(model, chosen)
+        state = {k: (v.to(dtype) if k.startswith("decoder.") else v).to(chosen) for k, v in state.items()}
+    return prepare(assemble(cfg, encoders, state, version, th_path.name), chosen)
 
 
-def assemble(cfg: dict, text_encoder, audio_encoder, state: dict[str, torch.Tensor] | None = None,
+def assemble(cfg: dict, encoders: Encoders, state: dict[str, torch.Tensor] | None = None,
              version: str = "chord", name: str = "model") -> ChordModel:
     """A ChordModel with the decoder shape of `cfg`: converted weights, or random when `state` is None."""
     from transformers import MusicgenMelodyConfig, MusicgenMelodyForCausalLM
@@ -97,13 +94,13 @@ def assemble(cfg: dict, text_encoder, audio_encoder, state: dict[str, torch.Tens
     facts = facts_from_cfg(cfg, version)
     if state is None:
         decoder = MusicgenMelodyForCausalLM(decoder_config(cfg))
-        model = ChordModel(text_encoder=text_encoder, audio_encoder=audio_encoder, decoder=decoder)
-        model.facts = facts
+        model = ChordModel(text_encoder=encoders.text, audio_encoder=encoders.audio, decoder=decoder)
+        model.facts, model.tokenizer = facts, encoders.tokenizer
         return model
     # Build on the meta device and take the converted tensors as they are: no random init, no copy.
     with torch.device("meta"):
         decoder = MusicgenMelodyForCausalLM(decoder_config(cfg))
-        config = MusicgenMelodyConfig(text_encoder=text_encoder.config, audio_encoder=audio_encoder.config,
+        config = MusicgenMelodyConfig(text_encoder=encoders.text.config, audio_encoder=encoders.audio.config,
                                       decoder=decoder.config)
         model = ChordModel(config=config)
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
@@ -112,10 +109,10 @@ def assemble(cfg: dict, text_encoder, audio_encoder, state: dict[str, torch.Tens
     if missing or unexpected:
         raise GenerationError(f"{name}: converted weights do not fit the model "
                               f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
-    model.text_encoder = text_encoder
-    model.audio_encoder = audio_encoder
+    model.text_encoder = encoders.text
+    model.audio_encoder = encoders.audio
     _materialise_buffers(model)
-    model.facts = facts
+    model.facts, model.tokenizer = facts, encoders.tokenizer
     return model
 
 
@@ -158,9 +155,8 @@ class ModelCache:
         self._models: OrderedDict[tuple[str, str], tuple[torch.nn.Module, int]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, th_path: Path, device: str | torch.device | None = None, weights_dir=None,
-            offline: bool | None = None) -> ChordModel:
-        key = (str(th_path), str(pick_device(device)))
+    def get(self, th_path: Path, device: torch.device, encoders: Encoders) -> ChordModel:
+        key = (str(th_path), str(device))
         with self._lock:
             if key in self._models:
                 self._models.move_to_end(key)
@@ -169,7 +165,7 @@ class ModelCache:
             while self._models and sum(size for _, size in self._models.values()) + need > self.budget:
                 evicted, _ = self._models.popitem(last=False)
                 log.info("unloading %s to make room", Path(evicted[0]).name)
-            model = load_musicgen_chord(th_path, device, weights_dir, offline)
+            model = load_musicgen_chord(th_path, device, encoders)
             self._models[key] = (model, need)
             return model
 

@@ -19,7 +19,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from remixer import audio, beatsync, chords, generation, mbd, mix, models, rhythm, separation, weights
+from remixer import audio, beatsync, chords, conversion, generation, mbd, mix, models, musicgen, rhythm, separation, weights
 from remixer.analysis import SongAnalysis, render_png, write_json
 from remixer.device import pick_device
 from remixer.errors import RemixerError
@@ -70,7 +70,11 @@ ProgressCallback = Callable[[int, int], None]
 
 
 class Remixer:
-    """Holds every model, loaded once; `remix()` serves one request at a time."""
+    """Holds every model, loaded once; `remix()` serves one request at a time.
+
+    The one owner of loaded models: the file paths are resolved here once (downloaded when missing), every
+    loader gets a path and the Remixer's device, and MusicGen-Chord versions are kept in its `ModelCache`.
+    """
 
     def __init__(self, weights_dir: str | Path | None = None, device: str | None = None,
                  offline: bool | None = None):
@@ -84,14 +88,37 @@ class Remixer:
             log.warning("the weights in %s are small random test weights: remixes made with them are noise",
                         self.weights_dir)
         with _stage("demucs", self.setup_timings, quiet=True):
-            self.separator = separation.load_separator(self.weights_dir, self.device, offline=offline)
+            (path,) = self._paths(separation.COMPONENT)
+            self.separator = separation.load_separator(path, self.device)
         with _stage("All-In-One", self.setup_timings, quiet=True):
-            self.analyzer = rhythm.load_analyzer(self.weights_dir, self.device, offline=offline)
+            self.analyzer = rhythm.load_analyzer(self._paths(rhythm.COMPONENT), self.device)
         with _stage("BTC", self.setup_timings, quiet=True):
-            self.recognizers = {large: chords.load_recognizer(str(self.weights_dir), large, str(self.device), offline)
+            self.recognizers = {large: chords.read_recognizer(self._paths(chords.recognizer_component(large))[0],
+                                                              str(self.device))
                                 for large in (True, False)}
+        with _stage("T5 + EnCodec", self.setup_timings, quiet=True):
+            self.encoders = models.load_encoders(self._folder("t5"), self._folder("encodec"), self.device)
         self.musicgen = models.ModelCache()
         self._mbd: mbd.MultiBandDiffusion | None = None
+
+    def _paths(self, component: str) -> list[Path]:
+        return weights.paths_of(component, self.weights_dir, self.offline)
+
+    def _folder(self, component: str) -> Path:
+        return self._paths(component)[0].parent
+
+    @staticmethod
+    def prefetch(versions: list[str], with_mbd: bool, weights_dir: str | Path | None = None,
+                 offline: bool | None = None) -> None:
+        """Fetch (and convert) every file that remixes with these model versions need, without loading a
+        model: a batch driver does this once before its workers each set up a Remixer."""
+        components = SETUP_COMPONENTS + [musicgen.component_for(v) for v in versions]
+        if with_mbd:
+            components.append(mbd.COMPONENT)
+        weights.ensure(components, weights_dir, offline=offline)
+        for version in versions:
+            (path,) = weights.paths_of(musicgen.component_for(version), weights_dir, offline)
+            conversion.convert_checkpoint(path)
 
     def log_setup(self) -> None:
         """One table of what setup spent where (download, then read + build + move per model)."""
@@ -100,21 +127,21 @@ class Remixer:
 
     def load_version(self, version: str) -> models.ChordModel:
         """The MusicGen-Chord model of a model_version, loaded (and timed) on first use."""
-        component = generation.component_for(version)
+        component = musicgen.component_for(version)
         (file,) = weights.files_of([component])
         path = self.weights_dir / file.name
         if weights.missing([file], self.weights_dir):
             with _stage(f"download {version}", self.setup_timings, quiet=True):
-                weights.paths_of(component, self.weights_dir, self.offline)
+                self._paths(component)
         # Timed only when it loads: a cached model costs nothing and adds no setup row.
         loading = (path, self.device) not in self.musicgen
         with _stage(f"MusicGen-Chord {version}", self.setup_timings if loading else {}, quiet=True):
-            return self.musicgen.get(path, self.device, self.weights_dir, self.offline)
+            return self.musicgen.get(path, self.device, self.encoders)
 
     def load_mbd(self) -> mbd.MultiBandDiffusion:
         """Multi-Band Diffusion, loaded on the first request that asks for it."""
         if self._mbd is None:
-            (path,) = weights.paths_of(mbd.COMPONENT, self.weights_dir, self.offline)
+            (path,) = self._paths(mbd.COMPONENT)
             self._mbd = mbd.load_mbd(path, self.device)
         return self._mbd
 
@@ -175,12 +202,12 @@ class Remixer:
                 instrumental, band = self._beat_sync(instrumental, song_rhythm, request.beat_sync_threshold,
                                                      request.return_stems)
             with _stage("mix", timings):
-                vocals = mix.prepare_vocals(stems.vocals, separation.SAMPLE_RATE, generation.SAMPLE_RATE,
+                vocals = mix.prepare_vocals(stems.vocals, separation.SAMPLE_RATE, musicgen.SAMPLE_RATE,
                                             instrumental.shape[0], instrumental.shape[1])
-                remixed = mix.mix(instrumental, vocals, generation.SAMPLE_RATE, request.normalization_strategy)
+                remixed = mix.mix(instrumental, vocals, musicgen.SAMPLE_RATE, request.normalization_strategy)
             with _stage("encode", timings):
                 suffix = request.output_format
-                rate = generation.SAMPLE_RATE
+                rate = musicgen.SAMPLE_RATE
                 written = {"remix": audio.write_audio(remixed, rate, work / f"remix.{suffix}", suffix)}
                 if request.return_instrumental or band is not None:
                     level = audio.normalize(instrumental, rate, request.normalization_strategy,
@@ -207,7 +234,7 @@ class Remixer:
             shutil.rmtree(work, ignore_errors=True)
         log.info("remix done in %.1f s (seed %d)", sum(timings.values()), generated.seed)
         return RemixResult(moved["remix"], moved.get("instrumental"), analysis, generated.seed,
-                           generation.SAMPLE_RATE, timings,
+                           musicgen.SAMPLE_RATE, timings,
                            stems={name: moved[name] for name in STEM_OUTPUTS if name in moved},
                            analysis_json=moved.get("analysis_json"), analysis_png=moved.get("analysis_png"))
 
@@ -219,7 +246,7 @@ class Remixer:
         if len(song.downbeats) >= 2:
             # All-In-One reads demucs stems, so the new instrumental is separated too
             # (see remixer.rhythm); it has no vocals, the song's are mixed in later.
-            separated = self.separator.separate(instrumental, generation.SAMPLE_RATE)
+            separated = self.separator.separate(instrumental, musicgen.SAMPLE_RATE)
             generated = self.analyzer.analyze(separated)
             if len(generated.downbeats) < 2:
                 log.info("beat-sync skipped: no downbeats found in the generated music")
@@ -228,17 +255,17 @@ class Remixer:
         band = None
         if want_band:
             if separated is None:
-                separated = self.separator.separate(instrumental, generation.SAMPLE_RATE)
-            band = {name: mix.conform(separated[name], separation.SAMPLE_RATE, generation.SAMPLE_RATE,
+                separated = self.separator.separate(instrumental, musicgen.SAMPLE_RATE)
+            band = {name: mix.conform(separated[name], separation.SAMPLE_RATE, musicgen.SAMPLE_RATE,
                                       *instrumental.shape) for name in ("drums", "bass")}
         if generated is None or len(generated.downbeats) < 2:
             return instrumental, _with_other(instrumental, band)
         if band is None:
-            return beatsync.sync_to_downbeats(instrumental, generation.SAMPLE_RATE, generated.downbeats,
+            return beatsync.sync_to_downbeats(instrumental, musicgen.SAMPLE_RATE, generated.downbeats,
                                               song.downbeats, threshold=threshold, bpm=song.bpm), None
         channels = instrumental.shape[0]
         stacked = np.concatenate([instrumental, band["drums"], band["bass"]])
-        synced = beatsync.sync_to_downbeats(stacked, generation.SAMPLE_RATE, generated.downbeats, song.downbeats,
+        synced = beatsync.sync_to_downbeats(stacked, musicgen.SAMPLE_RATE, generated.downbeats, song.downbeats,
                                             threshold=threshold, bpm=song.bpm, search_channels=channels)
         instrumental = synced[:channels]
         band = {"drums": synced[channels:2 * channels], "bass": synced[2 * channels:]}

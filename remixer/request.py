@@ -8,8 +8,10 @@ from typing import Any
 
 from remixer.audio import FORMATS, STRATEGIES
 from remixer.chords import COEFFICIENT_RANGE
+from remixer.decoding import Sampling
 from remixer.errors import RemixerError
-from remixer.generation import EMPTY_PROMPT, MODEL_VERSIONS, Sampling
+from remixer.generation import EMPTY_PROMPT
+from remixer.musicgen import MODEL_VERSIONS
 
 _SAMPLING = Sampling()  # the sampling defaults' one home
 

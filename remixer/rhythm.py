@@ -19,8 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from remixer import weights
-from remixer.device import pick_device
+from remixer import checkpoints
 from remixer.errors import RemixerError
 
 log = logging.getLogger(__name__)
@@ -95,22 +94,40 @@ def _postprocess(logits, cfg) -> Rhythm:
     return Rhythm(float(bpm), beats, downbeats, [int(p) for p in metrical["beat_positions"]], sections)
 
 
-def read_model(paths: list[Path], device: torch.device) -> torch.nn.Module:
-    """One fold, or the ensemble of several, from All-In-One's own checkpoint files."""
+def read_fold(path: str | Path, device: torch.device) -> torch.nn.Module:
+    """One All-In-One fold ({'config', 'state_dict'}), unpickled safely. The published files' config may be
+    a plain dict or a pickled OmegaConf DictConfig of All-In-One's structured config: both load."""
+    from allin1_infer.models.allinone import AllInOne
+    from omegaconf import OmegaConf
+
+    package = checkpoints.read(path, "All-In-One checkpoint", checkpoints.ALLIN1)
+    if not {"config", "state_dict"} <= set(package):
+        raise RhythmError(f"{path}: an All-In-One checkpoint holds 'config' and 'state_dict'; "
+                          f"this one has {sorted(package)}")
+    config = OmegaConf.create(checkpoints.plain(package["config"]))
+    try:
+        model = AllInOne(config)
+        model.load_state_dict(package["state_dict"])
+    except Exception as error:  # noqa: BLE001 - a config or state that does not build the model
+        raise RhythmError(f"{path}: not a usable All-In-One fold ({str(error).splitlines()[0]})") from None
+    return model.to(device).eval()
+
+
+def select_folds(paths: list[Path], model: str = ENSEMBLE) -> list[Path]:
+    """The files of `model`: all eight folds for the ensemble, else the one named harmonix-foldN."""
+    if model == ENSEMBLE:
+        return list(paths)
+    chosen = [p for p in paths if p.name.startswith(f"{model}-")]
+    if not chosen:
+        raise RhythmError(f"unknown All-In-One model {model!r}; use {ENSEMBLE} or harmonix-fold0..7")
+    return chosen
+
+
+def load_analyzer(paths: list[Path], device: str | torch.device) -> RhythmAnalyzer:
+    """One fold, or the ensemble of several, from All-In-One's checkpoint files, on `device`."""
     from allin1_infer.models.ensemble import Ensemble
-    from allin1_infer.models.loaders import _build_model_from_checkpoint
 
-    folds = [_build_model_from_checkpoint(str(path), device) for path in paths]
-    return folds[0] if len(folds) == 1 else Ensemble(folds).to(device).eval()
-
-
-def load_analyzer(weights_dir: str | Path | None = None, device: str | torch.device | None = None,
-                  model: str = ENSEMBLE, offline: bool | None = None) -> RhythmAnalyzer:
-    """`model`: "harmonix-all" (the 8-fold ensemble) or "harmonix-foldN"."""
-    paths = weights.paths_of(COMPONENT, weights_dir, offline)
-    if model != ENSEMBLE:
-        paths = [p for p in paths if p.name.startswith(f"{model}-")]
-        if not paths:
-            raise RhythmError(f"unknown All-In-One model {model!r}; use {ENSEMBLE} or harmonix-fold0..7")
-    chosen = pick_device(device)
-    return RhythmAnalyzer(read_model(paths, chosen), chosen)
+    device = torch.device(device)
+    folds = [read_fold(path, device) for path in paths]
+    model = folds[0] if len(folds) == 1 else Ensemble(folds).to(device).eval()
+    return RhythmAnalyzer(model, device)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import Mapping
@@ -11,9 +12,9 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from remixer import weights
+from remixer import checkpoints
 from remixer.audio import convert_channels, resample
-from remixer.device import pick_device
+from remixer.errors import RemixerError
 
 log = logging.getLogger(__name__)
 
@@ -88,15 +89,37 @@ class Separator:
         return Stems({name: sources[names.index(name)] for name in STEM_NAMES})
 
 
+class SeparationError(RemixerError):
+    """A demucs checkpoint we cannot use, explained."""
+
+
 def read_model(path: str | Path) -> torch.nn.Module:
-    """A demucs checkpoint in demucs's own package format (klass, args, kwargs, state)."""
-    import demucs_infer.compat  # noqa: F401  (maps the `demucs.*` names the checkpoints pickle)
-    from demucs_infer.states import load_model
+    """An htdemucs checkpoint in demucs' own package format (klass, args, kwargs, state), unpickled safely."""
+    from demucs_infer.htdemucs import HTDemucs
 
-    return load_model(str(path))
+    package = checkpoints.read(path, "demucs checkpoint", checkpoints.DEMUCS)
+    if not {"klass", "args", "kwargs", "state"} <= set(package):
+        raise SeparationError(f"{path}: a demucs checkpoint holds 'klass', 'args', 'kwargs' and 'state'; "
+                              f"this one has {sorted(package)}")
+    if package["klass"] is not HTDemucs:
+        raise SeparationError(f"{path}: holds a {package['klass']!r}, not an htdemucs model")
+    state = package["state"]
+    if state.get("__quantized"):
+        raise SeparationError(f"{path}: a diffq-quantized demucs model; use the published htdemucs file")
+    kwargs = dict(package["kwargs"])
+    accepted = inspect.signature(HTDemucs).parameters
+    for name in [name for name in kwargs if name not in accepted]:  # as demucs' own loader does
+        log.warning("%s: ignoring the unknown htdemucs argument %r", Path(path).name, name)
+        del kwargs[name]
+    try:
+        model = HTDemucs(*package["args"], **kwargs)
+        model.load_state_dict(state)
+    except (TypeError, RuntimeError) as error:
+        raise SeparationError(f"{path}: its weights do not fit htdemucs ({str(error).splitlines()[0]})") from None
+    return model
 
 
-def load_separator(weights_dir: str | Path | None = None, device: str | torch.device | None = None,
-                   segment: float | None = None, overlap: float = 0.25, offline: bool | None = None) -> Separator:
-    (path,) = weights.paths_of(COMPONENT, weights_dir, offline)
-    return Separator(read_model(path), pick_device(device), segment, overlap)
+def load_separator(path: str | Path, device: str | torch.device, segment: float | None = None,
+                   overlap: float = 0.25) -> Separator:
+    """The separator of an htdemucs checkpoint file, on `device`."""
+    return Separator(read_model(path), torch.device(device), segment, overlap)

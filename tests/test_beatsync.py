@@ -9,42 +9,10 @@ from hypothesis import strategies as st
 
 from remixer import beatsync
 from remixer.beatsync import default_threshold, match_downbeats, plan_sync, sync_to_downbeats
-
-SR = 32000
-BAR = 2.0  # 120 bpm in 4/4
-CLICK = 160
-
-
-def instrumental(downbeats: np.ndarray, seconds: float, bass: float = 0.2) -> np.ndarray:
-    """A 55 Hz bass line plus a sharp 3 kHz click on every downbeat; stereo, right at 0.7."""
-    n = int(seconds * SR)
-    t = np.arange(n) / SR
-    mono = bass * np.sin(2 * np.pi * 55 * t)
-    burst = 0.8 * np.exp(-np.arange(CLICK) / 30) * np.sin(2 * np.pi * 3000 * np.arange(CLICK) / SR)
-    for d in downbeats:
-        i = int(round(d * SR))
-        if i + CLICK < n:
-            mono[i:i + CLICK] += burst
-    return np.stack([mono, 0.7 * mono]).astype(np.float32)
-
-
-def onset_errors(audio: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """Signed error (s) of the first click attack within +-50 ms of each target; NaN if none."""
-    attack = np.abs(np.diff(audio[0], prepend=0.0))  # the bass barely moves sample to sample
-    errors = []
-    for t in targets:
-        lo = max(int((t - 0.05) * SR), 0)
-        above = np.flatnonzero(attack[lo:int((t + 0.05) * SR)] > 0.05)
-        errors.append((lo + above[0]) / SR - t if above.size else np.nan)
-    return np.array(errors)
-
-
-def warped(generated: np.ndarray, tempo: float, drift: float, offset: float) -> np.ndarray:
-    """The song's downbeats: bars `tempo` times shorter, their length drifting by
-    +-`drift` over 16 bars, and a leading offset."""
-    k = np.arange(len(generated) - 1)
-    bars = np.diff(generated) / tempo * (1 + drift * np.sin(2 * np.pi * k / 16))
-    return generated[0] + offset + np.concatenate([[0.0], np.cumsum(bars)])
+from remixer.testing.beats import (
+    BAR, SR, bass_purity, click_track, expected_positions, groove_scenario, instrumental, onset_errors, signed_errors,
+    warped,
+)
 
 
 SCENARIOS = [  # (tempo ratio generated/song, drift, offset in seconds)
@@ -96,13 +64,6 @@ def test_plain_wsola_baseline_is_worse():
     assert np.nanmax(np.abs(onset_errors(ours, targets))) < 0.001
 
 
-def _bass_purity(audio: np.ndarray) -> float:
-    mono = audio[0, SR:-SR]
-    power = np.abs(np.fft.rfft(mono * np.hanning(mono.size))) ** 2
-    freqs = np.fft.rfftfreq(mono.size, 1 / SR)
-    return float(power[(freqs > 50) & (freqs < 60)].sum() / power.sum())
-
-
 def test_bass_survives_the_stretch():
     seconds = 30.0
     generated = np.arange(0.5, seconds - 0.5, BAR)
@@ -112,7 +73,7 @@ def test_bass_survives_the_stretch():
     out = sync_to_downbeats(bass_only, SR, generated, targets, bpm=120)
     # Measured: 0.985 here; a 256-sample WSOLA window (aligned better in one
     # call) leaves 0.32 of the energy at 55 Hz.
-    assert _bass_purity(out) > 0.97
+    assert bass_purity(out) > 0.97
 
 
 def test_outlier_downbeat_stays_where_it_was():
@@ -216,52 +177,6 @@ def test_mono_input():
 
 
 # --- the groove inside the bar ------------------------------------------------------------------
-
-BEAT_CLICK = 96
-
-
-def click_track(bars: np.ndarray, seconds: float, eighths: bool = False) -> np.ndarray:
-    """Generated music as a drummer plays it: 4 beats per bar (the downbeat louder), optionally a
-    quieter hi-hat on every eighth between; clicks are short 3 kHz bursts, stereo (right at 0.7)."""
-    n = int(seconds * SR)
-    mono = np.zeros(n)
-    shape = np.exp(-np.arange(BEAT_CLICK) / 20) * np.sin(2 * np.pi * 3000 * np.arange(BEAT_CLICK) / SR)
-    for start, end in zip(bars[:-1], bars[1:]):
-        for step in range(8 if eighths else 4):
-            level = 0.9 if step == 0 else (0.6 if not eighths or step % 2 == 0 else 0.3)
-            i = int(round((start + step * (end - start) / (8 if eighths else 4)) * SR))
-            if i + BEAT_CLICK < n:
-                mono[i:i + BEAT_CLICK] += level * shape
-    return np.stack([mono, 0.7 * mono]).astype(np.float32)
-
-
-def attacks(audio: np.ndarray) -> np.ndarray:
-    """Times (s) of click attacks: where the signal first rises past a small level after a quiet gap."""
-    level = np.abs(audio[0])
-    loud = np.flatnonzero(level > 0.05)
-    starts = loud[np.concatenate([[True], np.diff(loud) > int(0.03 * SR)])]
-    return starts / SR
-
-
-def signed_errors(audio: np.ndarray, expected: np.ndarray, window: float = 0.03) -> np.ndarray:
-    found = attacks(audio)
-    errors = []
-    for t in expected:
-        near = found[np.abs(found - t) <= window]
-        errors.append(near[np.argmin(np.abs(near - t))] - t if near.size else np.nan)
-    return np.array(errors)
-
-
-def groove_scenario(tempo: float, drift: float, seconds: float = 60.0):
-    generated = np.arange(0.5, seconds - 2.5, BAR)
-    targets = warped(generated, tempo, drift, 0.25)
-    keep = targets < seconds - 0.3
-    return generated[keep], targets[keep]
-
-
-def expected_positions(targets: np.ndarray, per_bar: int) -> dict[int, np.ndarray]:
-    """Where each beat position of every song bar is (evenly within the bar), by position in the bar."""
-    return {step: targets[:-1] + step * np.diff(targets) / per_bar for step in range(per_bar)}
 
 
 @pytest.mark.parametrize("tempo,drift", [(1.03, 0.02), (1.06, 0.02), (0.95, 0.03)])

@@ -77,7 +77,7 @@ def test_vocabularies_match_the_reference_label_lists():
 def test_checkpoint_keys_and_shapes_are_the_official_ones(tmp_path):
     written = btc_writers.write_random_checkpoints(tmp_path, seed=3)
     for path, name in zip(written, ("large_voca", "majmin")):
-        package = checkpoints.read(path, "BTC checkpoint")
+        package = checkpoints.read(path, "BTC checkpoint", checkpoints.NUMPY)
         # As BTC's training code stores them.
         assert all(isinstance(package[key], np.float64) for key in ("mean", "std"))
         state = package["model"]

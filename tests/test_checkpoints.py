@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,9 @@ import torch
 from omegaconf import OmegaConf
 
 import btc
-from remixer import checkpoints, chords, conversion, generation, mbd, models
+from remixer import checkpoints, chords, conversion, generation, mbd, rhythm, separation
+from remixer.testing.musicgen import load_tiny
+from remixer.testing.separation import checkpoint_in
 from tests.conftest import SHARED
 
 MUSICGEN = Path(__file__).parent / "fixtures" / "musicgen"
@@ -47,10 +50,12 @@ def _hostile(path: Path, marker: Path, legacy: bool = False) -> Path:
 
 
 LOADERS = {
-    "musicgen": (lambda path, weights: models.load_musicgen_chord(path, "cpu", weights),
+    "musicgen": (lambda path, weights: load_tiny(path, "cpu", weights),
                  generation.GenerationError),
     "btc": (lambda path, weights: chords.read_recognizer(path), checkpoints.CheckpointError),
     "mbd": (lambda path, weights: mbd.load_mbd(path), mbd.MBDError),
+    "demucs": (lambda path, weights: separation.read_model(path), checkpoints.CheckpointError),
+    "allin1": (lambda path, weights: rhythm.read_fold(path, torch.device("cpu")), checkpoints.CheckpointError),
 }
 
 
@@ -77,12 +82,22 @@ def test_a_class_outside_the_allow_list_is_refused_by_name(kind, tmp_path, tiny_
         load(path, tiny_weights)
 
 
-def test_allow_list_is_exactly_what_the_published_layouts_need():
-    names = set(checkpoints.allowed_names())
-    assert {"omegaconf.dictconfig.DictConfig", "omegaconf.listconfig.ListConfig", "omegaconf.nodes.AnyNode",
-            "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar", "numpy.dtype"} <= names
-    assert not any(name.startswith(("os.", "posix.", "subprocess.", "builtins.eval", "builtins.exec",
-                                    "builtins.getattr", "builtins.__import__")) for name in names)
+def test_each_family_admits_only_what_its_published_files_need():
+    assert {"omegaconf.dictconfig.DictConfig", "omegaconf.listconfig.ListConfig", "omegaconf.nodes.AnyNode"} <= set(
+        checkpoints.allowed_names(checkpoints.OMEGACONF))
+    assert set(checkpoints.allowed_names(checkpoints.NUMPY)) >= {
+        "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar", "numpy.dtype"}
+    assert set(checkpoints.allowed_names(checkpoints.DEMUCS)) == {
+        "demucs.htdemucs.HTDemucs", "demucs_infer.htdemucs.HTDemucs", "fractions.Fraction"}
+    assert {"allin1.config.Config", "allin1.config.HarmonixConfig", "typing.List",
+            "omegaconf.dictconfig.DictConfig"} <= set(checkpoints.allowed_names(checkpoints.ALLIN1))
+    # No family admits another's classes, and none admits anything that runs code.
+    assert not set(checkpoints.allowed_names(checkpoints.DEMUCS)) & set(checkpoints.allowed_names(checkpoints.NUMPY))
+    assert "demucs.htdemucs.HTDemucs" not in checkpoints.allowed_names(checkpoints.OMEGACONF)
+    for family in checkpoints.FAMILIES:
+        assert not any(name.startswith(("os.", "posix.", "subprocess.", "builtins.eval", "builtins.exec",
+                                        "builtins.getattr", "builtins.__import__", "torch.nn"))
+                       for name in checkpoints.allowed_names(family)), family
 
 
 # --- MusicGen-Chord ------------------------------------------------------------------
@@ -90,16 +105,16 @@ def test_allow_list_is_exactly_what_the_published_layouts_need():
 
 def _plain_layout(source: Path, target: Path) -> Path:
     """The same weights with xp.cfg as a plain dict (the layout the old fixtures had)."""
-    package = checkpoints.read(source, "MusicGen-Chord checkpoint")
+    package = checkpoints.read(source, "MusicGen-Chord checkpoint", checkpoints.OMEGACONF)
     torch.save({"xp.cfg": checkpoints.plain(package["xp.cfg"]), "model": package["model"]}, target)
     return target
 
 
 def test_published_musicgen_layout_holds_an_omegaconf_xp_cfg(tiny_weights):
     for path in (tiny_weights / "musicgen").glob("*.th"):
-        package = checkpoints.read(path, "MusicGen-Chord checkpoint")
+        package = checkpoints.read(path, "MusicGen-Chord checkpoint", checkpoints.OMEGACONF)
         assert OmegaConf.is_config(package["xp.cfg"]) and package["xp.cfg"].transformer_lm.n_q in (4, 8)
-    fixture = checkpoints.read(MUSICGEN / "musicgen-tiny-stereo-chord.th", "MusicGen-Chord checkpoint")
+    fixture = checkpoints.read(MUSICGEN / "musicgen-tiny-stereo-chord.th", "MusicGen-Chord checkpoint", checkpoints.OMEGACONF)
     assert OmegaConf.is_config(fixture["xp.cfg"])  # the parity fixtures are in the published layout too
 
 
@@ -121,7 +136,7 @@ def test_omegaconf_and_plain_layouts_convert_to_the_same_model(name, tmp_path):
 
 
 def test_audiocraft_export_layout_and_extra_keys_load(tmp_path):
-    package = checkpoints.read(MUSICGEN / "musicgen-tiny-chord.th", "MusicGen-Chord checkpoint")
+    package = checkpoints.read(MUSICGEN / "musicgen-tiny-chord.th", "MusicGen-Chord checkpoint", checkpoints.OMEGACONF)
     exported = tmp_path / "musicgen-chord.th"
     # audiocraft's export_lm: the config as YAML text and the state under best_state, plus bookkeeping keys.
     torch.save({"xp.cfg": OmegaConf.to_yaml(package["xp.cfg"]), "best_state": package["model"],
@@ -144,7 +159,7 @@ def test_musicgen_config_without_an_lm_is_refused(tmp_path):
 @pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy-format"])
 def test_btc_with_numpy_statistics_gives_the_same_logits(legacy, tmp_path):
     source = SHARED / "btc" / "btc_random_large_voca.pt"
-    package = checkpoints.read(source, "BTC checkpoint")
+    package = checkpoints.read(source, "BTC checkpoint", checkpoints.NUMPY)
     published = tmp_path / "btc_model_large_voca.pt"
     # As BTC's training code saves it: numpy float64 statistics (std from np.sqrt), optimizer state beside.
     torch.save({"model": package["model"], "mean": np.float64(package["mean"]),
@@ -168,7 +183,7 @@ def test_btc_with_numpy_statistics_gives_the_same_logits(legacy, tmp_path):
 def test_mbd_published_layout_loads_without_running_code(tmp_path):
     # The audiocraft-written fixture pickles OmegaConf band configs: it loads with the allow-list only.
     unsafe = set(torch.serialization.get_unsafe_globals_in_checkpoint(MBD / "mbd-tiny.th"))
-    assert "omegaconf.dictconfig.DictConfig" in unsafe and unsafe <= set(checkpoints.allowed_names())
+    assert "omegaconf.dictconfig.DictConfig" in unsafe and unsafe <= set(checkpoints.allowed_names(checkpoints.OMEGACONF))
     model = mbd.load_mbd(MBD / "mbd-tiny.th")
     assert len(model.bands) == 4 and model.sample_rate == 32000
 
@@ -180,3 +195,63 @@ def test_btc_standalone_loader_never_runs_a_pickle_either(legacy, tmp_path):
     with pytest.raises(btc.CheckpointError, match="not a readable BTC checkpoint"):
         btc.load_model(path)
     assert not marker.exists()
+
+
+# --- demucs ---------------------------------------------------------------------------------
+
+
+def test_demucs_published_layout_loads_with_the_allow_list_only(tiny_weights):
+    path = checkpoint_in(tiny_weights)
+    # Written as demucs' serialize_model writes it: the class by reference under its published name.
+    assert set(torch.serialization.get_unsafe_globals_in_checkpoint(path)) == {
+        "demucs.htdemucs.HTDemucs", "fractions.Fraction"}
+    model = separation.read_model(path)
+    assert model.segment == Fraction(39, 5) and list(model.sources) == list(separation.STEM_NAMES)
+    # The same weights as demucs-infer's own (unsafe) loader builds from the file.
+    from demucs_infer.states import load_model
+
+    theirs = load_model(str(path))
+    ours = model.state_dict()
+    assert all(torch.equal(ours[k], v) for k, v in theirs.state_dict().items())
+
+
+def test_demucs_file_naming_another_model_class_is_refused(tiny_weights, tmp_path):
+    package = checkpoints.read(checkpoint_in(tiny_weights), "demucs checkpoint", checkpoints.DEMUCS)
+    other = tmp_path / "other.th"
+    torch.save({**package, "klass": Fraction}, other)  # an allowed class, but not a model
+    with pytest.raises(separation.SeparationError, match="not an htdemucs model"):
+        separation.read_model(other)
+    torch.save({"state": package["state"]}, other)
+    with pytest.raises(separation.SeparationError, match="holds 'klass', 'args', 'kwargs' and 'state'"):
+        separation.read_model(other)
+
+
+# --- All-In-One ------------------------------------------------------------------------------
+
+
+def test_all_in_one_config_as_dict_or_dictconfig_builds_the_same_fold(tmp_path):
+    from remixer.testing import rhythm as rhythm_writers
+
+    plain = rhythm_writers.write_random_checkpoints(tmp_path / "dict", seed=3)[2]
+    dictconfig = rhythm_writers.write_random_checkpoints(tmp_path / "dictconfig", seed=3, config_as="dictconfig")[2]
+    unsafe = set(torch.serialization.get_unsafe_globals_in_checkpoint(dictconfig))
+    # As All-In-One's training code would pickle it: its structured config under the original package's name.
+    assert {"omegaconf.dictconfig.DictConfig", "allin1.config.Config", "allin1.config.HarmonixConfig"} <= unsafe
+    assert unsafe <= set(checkpoints.allowed_names(checkpoints.ALLIN1))
+    # torch's default (what allin1_infer's own loader uses) refuses the DictConfig file.
+    with pytest.raises(Exception, match="Weights only load failed"):
+        torch.load(dictconfig, weights_only=True)
+    cpu = torch.device("cpu")
+    a, b = rhythm.read_fold(plain, cpu), rhythm.read_fold(dictconfig, cpu)
+    assert a.cfg == b.cfg and a.cfg.fold == 2
+    spectrogram = torch.randn(1, 4, 300, 81)
+    with torch.inference_mode():
+        out_a, out_b = a(spectrogram), b(spectrogram)
+    assert torch.equal(out_a.logits_beat, out_b.logits_beat)
+
+
+def test_all_in_one_file_without_its_keys_is_refused(tmp_path):
+    path = tmp_path / "harmonix-fold0-0vra4ys2.pth"
+    torch.save({"state_dict": {}}, path)
+    with pytest.raises(rhythm.RhythmError, match="holds 'config' and 'state_dict'"):
+        rhythm.read_fold(path, torch.device("cpu"))

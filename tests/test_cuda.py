@@ -9,9 +9,11 @@ import soundfile as sf
 import torch
 
 from remixer import chords, decoding, generation, mbd, rhythm, separation
-from remixer.models import load_musicgen_chord
 from remixer.pipeline import Remixer
 from remixer.request import RemixRequest
+from remixer.testing.musicgen import load_tiny
+from remixer.testing.rhythm import folds_in
+from remixer.testing.separation import checkpoint_in
 from tests.conftest import tone, write_song
 
 pytestmark = pytest.mark.cuda
@@ -24,16 +26,16 @@ def music():
 
 
 def test_separation_on_cuda_matches_the_cpu(tiny_weights, music):
-    cpu = separation.load_separator(tiny_weights, "cpu").separate(music, SR)
-    gpu = separation.load_separator(tiny_weights, "cuda").separate(music, SR)
+    cpu = separation.load_separator(checkpoint_in(tiny_weights), "cpu").separate(music, SR)
+    gpu = separation.load_separator(checkpoint_in(tiny_weights), "cuda").separate(music, SR)
     for name in separation.STEM_NAMES:
         np.testing.assert_allclose(gpu[name], cpu[name], atol=1e-3, rtol=1e-3, err_msg=name)
 
 
 def test_rhythm_and_chords_on_cuda_match_the_cpu(tiny_weights, music):
-    stems = separation.load_separator(tiny_weights, "cpu").separate(music, SR)
-    assert rhythm.load_analyzer(tiny_weights, "cuda").analyze(stems) == rhythm.load_analyzer(
-        tiny_weights, "cpu").analyze(stems)
+    stems = separation.load_separator(checkpoint_in(tiny_weights), "cpu").separate(music, SR)
+    assert rhythm.load_analyzer(folds_in(tiny_weights), "cuda").analyze(stems) == rhythm.load_analyzer(
+        folds_in(tiny_weights), "cpu").analyze(stems)
     cpu = chords.read_recognizer(tiny_weights / "btc" / "btc_model_large_voca.pt", "cpu")
     gpu = chords.read_recognizer(tiny_weights / "btc" / "btc_model_large_voca.pt", "cuda")
     features = np.random.default_rng(0).standard_normal((216, 144)).astype(np.float32) - 6
@@ -45,9 +47,9 @@ def test_generation_float32_on_cuda_gives_the_cpus_greedy_tokens(tiny_weights, m
     chroma[:, [0, 4, 7]] = 1
     path = tiny_weights / "musicgen" / "musicgen-stereo-chord.th"
     greedy = generation.Sampling(top_k=1)
-    cpu = generation.generate(load_musicgen_chord(path, "cpu", tiny_weights), "x", chroma, 2.0, greedy, seed=1)
+    cpu = generation.generate(load_tiny(path, "cpu", tiny_weights), "x", chroma, 2.0, greedy, seed=1)
     monkeypatch.setenv("REMIXER_DECODER_DTYPE", "float32")
-    gpu = generation.generate(load_musicgen_chord(path, "cuda", tiny_weights), "x", chroma, 2.0, greedy, seed=1)
+    gpu = generation.generate(load_tiny(path, "cuda", tiny_weights), "x", chroma, 2.0, greedy, seed=1)
     assert torch.equal(gpu.tokens, cpu.tokens)
     np.testing.assert_allclose(gpu.audio, cpu.audio, atol=1e-3)
 
@@ -60,7 +62,7 @@ def test_generation_float16_logits_are_close_to_float32(tiny_weights, monkeypatc
     results = {}
     for dtype in ("float32", "float16"):
         monkeypatch.setenv("REMIXER_DECODER_DTYPE", dtype)
-        model = load_musicgen_chord(path, "cuda", tiny_weights)
+        model = load_tiny(path, "cuda", tiny_weights)
         decoder = model.decoder_for()
         prefix = generation.condition_prefix(model, generation.encode_text(model, "jazz"), window, guided=False)
         cache = decoding.KVCache(decoder, 1, prefix.shape[1] + 1)

@@ -11,7 +11,7 @@ import torch
 
 from remixer import decoding, generation
 from remixer.generation import Sampling
-from remixer.models import load_musicgen_chord
+from remixer.testing.musicgen import load_tiny
 
 FIXTURES = Path(__file__).parent / "fixtures" / "musicgen"
 NAMES = ["musicgen-tiny-chord", "musicgen-tiny-stereo-chord"]
@@ -21,7 +21,7 @@ def _load(name: str, tmp_path: Path, weights: Path, device: str = "cpu"):
     th = tmp_path / f"{name}.th"
     shutil.copy(FIXTURES / f"{name}.th", th)
     reference = torch.load(FIXTURES / f"{name}.reference.pt", weights_only=True)
-    return load_musicgen_chord(th, device, weights), reference
+    return load_tiny(th, device, weights), reference
 
 
 def _text(reference) -> generation.EncodedText:
@@ -146,7 +146,7 @@ def test_cuda_graph_float16_greedy_tokens_against_the_reference(name, tmp_path, 
 
 @cuda
 def test_cuda_sampling_is_reproducible_for_a_seed(tmp_path, tiny_weights):
-    model = load_musicgen_chord(tiny_weights / "musicgen" / "musicgen-chord.th", "cuda", tiny_weights)
+    model = load_tiny(tiny_weights / "musicgen" / "musicgen-chord.th", "cuda", tiny_weights)
     chroma = np.zeros((300, 12), np.float32)
     first = generation.generate(model, "x", chroma, 2.0, seed=5).tokens
     assert torch.equal(first, generation.generate(model, "x", chroma, 2.0, seed=5).tokens)

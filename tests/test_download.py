@@ -10,7 +10,7 @@ import pytest
 
 from remixer import download
 from remixer.download import DownloadError, Job, Settings
-from tests.file_server import Behaviour, FileServer
+from remixer.testing.file_server import Behaviour, FileServer
 
 PAYLOAD = bytes((i * 7919) % 251 for i in range(3 << 20))  # 3 MiB, no repeating 256-byte period
 DIGEST = hashlib.sha256(PAYLOAD).hexdigest()

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from btc import ChordSegment
-from remixer import chords, conversion, decoding, generation, models
+from remixer import chords, conversion, decoding, generation, models, musicgen
 from remixer.generation import GenerationError, Sampling
-from remixer.models import load_musicgen_chord
+from remixer.testing.musicgen import encoders_in, load_tiny
 
 FIXTURES = Path(__file__).parent / "fixtures" / "musicgen"
 
@@ -23,7 +23,7 @@ def _reference_model(name: str, tmp_path: Path, weights_dir: Path):
     th = tmp_path / f"{name}.th"
     shutil.copy(FIXTURES / f"{name}.th", th)
     reference = torch.load(FIXTURES / f"{name}.reference.pt", weights_only=True)
-    return load_musicgen_chord(th, "cpu", weights_dir), reference
+    return load_tiny(th, "cpu", weights_dir), reference
 
 
 def _fixed_text(reference) -> generation.EncodedText:
@@ -135,7 +135,7 @@ def test_the_guided_generation_uses_the_zero_null_row(mono, windows_seen):
 def test_facts_of_every_version(tiny_weights):
     for version, channels, codebooks in (("chord", 1, 4), ("chord-large", 1, 4), ("stereo-chord", 2, 8),
                                          ("stereo-chord-large", 2, 8)):
-        model = load_musicgen_chord(tiny_weights / "musicgen" / f"musicgen-{version}.th", "cpu", tiny_weights)
+        model = load_tiny(tiny_weights / "musicgen" / f"musicgen-{version}.th", "cpu", tiny_weights)
         facts = model.facts
         assert (facts.version, facts.channels, facts.codebooks, facts.max_delay) == (version, channels, codebooks, 3)
 
@@ -160,21 +160,21 @@ def test_bad_checkpoints_and_versions_are_explained(tmp_path, tiny_weights):
     junk = tmp_path / "musicgen-chord.th"
     junk.write_bytes(b"junk")
     with pytest.raises(GenerationError, match="not a readable MusicGen-Chord checkpoint"):
-        load_musicgen_chord(junk, "cpu", tiny_weights)
+        load_tiny(junk, "cpu", tiny_weights)
     with pytest.raises(GenerationError, match="not found"):
-        load_musicgen_chord(tmp_path / "none.th", "cpu", tiny_weights)
+        load_tiny(tmp_path / "none.th", "cpu", tiny_weights)
     with pytest.raises(GenerationError, match="stereo-chord, stereo-chord-large, chord, chord-large"):
-        generation.component_for("chord-huge")
+        musicgen.component_for("chord-huge")
 
 
 @pytest.fixture(scope="module")
 def mono(tiny_weights):
-    return load_musicgen_chord(tiny_weights / "musicgen" / "musicgen-chord.th", "cpu", tiny_weights)
+    return load_tiny(tiny_weights / "musicgen" / "musicgen-chord.th", "cpu", tiny_weights)
 
 
 @pytest.fixture(scope="module")
 def stereo(tiny_weights):
-    return load_musicgen_chord(tiny_weights / "musicgen" / "musicgen-stereo-chord.th", "cpu", tiny_weights)
+    return load_tiny(tiny_weights / "musicgen" / "musicgen-stereo-chord.th", "cpu", tiny_weights)
 
 
 def _chroma(seconds: float) -> np.ndarray:
@@ -252,14 +252,16 @@ def test_window_starts():
 
 def test_model_cache_keeps_one_model_per_version_within_budget(tiny_weights):
     paths = [tiny_weights / "musicgen" / f"musicgen-{v}.th" for v in ("chord", "stereo-chord")]
+    encoders = encoders_in(str(tiny_weights), "cpu")
+    cpu = torch.device("cpu")
     roomy = models.ModelCache(budget_bytes=10 * 2**30)
-    first = roomy.get(paths[0], "cpu", tiny_weights)
-    assert roomy.get(paths[0], "cpu", tiny_weights) is first  # loaded once
-    roomy.get(paths[1], "cpu", tiny_weights)
+    first = roomy.get(paths[0], cpu, encoders)
+    assert roomy.get(paths[0], cpu, encoders) is first  # loaded once
+    roomy.get(paths[1], cpu, encoders)
     assert len(roomy) == 2
     tight = models.ModelCache(budget_bytes=max(p.stat().st_size for p in paths) + 1)
-    tight.get(paths[0], "cpu", tiny_weights)
-    tight.get(paths[1], "cpu", tiny_weights)
+    tight.get(paths[0], cpu, encoders)
+    tight.get(paths[1], cpu, encoders)
     assert len(tight) == 1  # the older model was unloaded to make room
 
 

@@ -60,8 +60,8 @@ def test_bad_checkpoints_are_explained(tmp_path):
 
 def test_tiny_writer_uses_the_published_layout(tmp_path):
     (path,) = mbd_writers.write_random_checkpoint(tmp_path)
-    package = checkpoints.read(path, "MBD checkpoint")
-    reference = checkpoints.read(FIXTURES / "mbd-tiny.th", "MBD checkpoint")
+    package = checkpoints.read(path, "MBD checkpoint", checkpoints.OMEGACONF)
+    reference = checkpoints.read(FIXTURES / "mbd-tiny.th", "MBD checkpoint", checkpoints.OMEGACONF)
     assert set(package) == set(reference)
     for band in range(4):
         assert set(package[band]) == set(reference[band])

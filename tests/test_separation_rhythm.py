@@ -7,20 +7,22 @@ import pytest
 import torch
 
 from remixer import rhythm, separation
-from remixer.rhythm import Rhythm, load_analyzer
+from remixer.rhythm import Rhythm, load_analyzer, select_folds
 from remixer.separation import STEM_NAMES, load_separator
+from remixer.testing.rhythm import folds_in
+from remixer.testing.separation import checkpoint_in
 
 SR = 44100
 
 
 @pytest.fixture(scope="module")
 def separator(tiny_weights):
-    return load_separator(tiny_weights, device="cpu")
+    return load_separator(checkpoint_in(tiny_weights), "cpu")
 
 
 @pytest.fixture(scope="module")
 def analyzer(tiny_weights):
-    return load_analyzer(tiny_weights, device="cpu")
+    return load_analyzer(folds_in(tiny_weights), "cpu")
 
 
 def song(seconds: float = 6.0, sample_rate: int = SR, channels: int = 2) -> np.ndarray:
@@ -82,12 +84,12 @@ def test_checkpoint_is_demucs_own_format(tiny_weights):
 def test_single_fold_and_ensemble_load(tiny_weights):
     from allin1_infer.models.ensemble import Ensemble
 
-    single = load_analyzer(tiny_weights, device="cpu", model="harmonix-fold3")
+    single = load_analyzer(select_folds(folds_in(tiny_weights), "harmonix-fold3"), "cpu")
     assert not isinstance(single.model, Ensemble) and single.model.cfg.fold == 3
-    ensemble = load_analyzer(tiny_weights, device="cpu")
+    ensemble = load_analyzer(select_folds(folds_in(tiny_weights)), "cpu")
     assert isinstance(ensemble.model, Ensemble) and len(ensemble.model.models) == 8
     with pytest.raises(ValueError, match="harmonix-fold0..7"):
-        load_analyzer(tiny_weights, model="harmonix-fold9")
+        select_folds(folds_in(tiny_weights), "harmonix-fold9")
 
 
 def test_missing_stem_is_named(analyzer):

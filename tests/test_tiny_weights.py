@@ -26,10 +26,8 @@ def test_tiny_weights_cli_writes_loadable_checkpoints(tmp_path, monkeypatch):
     monkeypatch.setenv("REMIXER_OFFLINE", "1")
     components = [chords.recognizer_component(True), chords.recognizer_component(False)]
     assert weights.missing(weights.files_of(components), tmp_path) == []
-    chords.load_recognizer.cache_clear()
-    large = chords.load_recognizer(str(tmp_path), True)
-    assert chords.load_recognizer(str(tmp_path), True) is large  # loaded once
-    small = chords.load_recognizer(str(tmp_path), False)
+    (large_path,), (small_path,) = (weights.paths_of(c, tmp_path) for c in components)
+    large, small = chords.read_recognizer(large_path), chords.read_recognizer(small_path)
     assert len(large.labels) == 170 and len(small.labels) == 25
     segments = large.recognize(np.random.default_rng(0).standard_normal(22050 * 3).astype(np.float32), 22050)
     assert segments[-1].end == 3.0

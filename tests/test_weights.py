@@ -8,7 +8,7 @@ import pytest
 
 from remixer import weights
 from remixer.weights import WeightFile, WeightsError
-from tests.file_server import Behaviour, FileServer
+from remixer.testing.file_server import Behaviour, FileServer
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
 
 from remixer import weights
-from remixer.conversion import lm_shape
-from remixer.generation import CARD, MODEL_VERSIONS, SAMPLE_RATE, component_for
+from remixer.musicgen import CARD, MODEL_VERSIONS, SAMPLE_RATE, component_for, lm_shape
 
 TINY_LM = {"dim": 32, "num_heads": 2, "num_layers": 2, "hidden_scale": 4}
 
@@ -150,3 +150,19 @@ def write_random_checkpoints(directory: str | Path, seed: int = 0) -> list[Path]
         save_published_layout(path, cfg, random_lm_state(cfg, seed=seed + index))
         written.append(path)
     return written
+
+
+@functools.lru_cache(maxsize=4)
+def encoders_in(weights_dir: str | Path, device: str = "cpu"):
+    """The T5 and EnCodec of a weights folder, loaded once per test session (the Remixer loads its own)."""
+    from remixer import models
+
+    root = Path(weights_dir)
+    return models.load_encoders(root / "t5", root / "encodec", device)
+
+
+def load_tiny(th_path: str | Path, device: str, weights_dir: str | Path):
+    """A MusicGen-Chord checkpoint with the encoders of `weights_dir`, as the Remixer would load it."""
+    from remixer import models
+
+    return models.load_musicgen_chord(th_path, device, encoders_in(str(weights_dir), device))

@@ -1,0 +1,66 @@
+"""MusicGen-Chord's facts: the model versions, rates, codebook size, what a checkpoint's config says, its error.
+
+Everything that loads, converts or runs a MusicGen-Chord model reads these
+from here, so loading (`conversion`, `models`) sits below generation with no
+import circle. Facts from audiocraft's MusicGen (arXiv 2306.05284) and its
+`musicgen_32khz` config: EnCodec at 32 kHz, 50 frames per second, codebooks
+of 2048 entries, 4 codebooks (mono) or 8 interleaved (stereo).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from remixer.errors import RemixerError
+
+MODEL_VERSIONS = ("stereo-chord", "stereo-chord-large", "chord", "chord-large")
+SAMPLE_RATE = 32000
+FRAME_RATE = 50  # EnCodec 32 kHz: 640 samples per token frame
+CARD = 2048  # codebook size; also the special (BOS / padding) token of the delayed grid
+
+
+class GenerationError(RemixerError):
+    """A MusicGen-Chord model or request the generator cannot serve, explained."""
+
+
+def component_for(version: str) -> str:
+    """The weights component (remixer.weights) of a model_version."""
+    if version not in MODEL_VERSIONS:
+        raise GenerationError(f"unknown model_version {version!r}; choose one of {', '.join(MODEL_VERSIONS)}")
+    return f"musicgen-{version}"
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What a model_version is, read from its checkpoint's xp.cfg."""
+
+    version: str
+    channels: int
+    codebooks: int
+    hidden_size: int
+    layers: int
+    heads: int
+
+    @property
+    def max_delay(self) -> int:
+        """Codebook delay of the last codebook (frames): 3 for mono and for interleaved stereo."""
+        return self.codebooks // self.channels - 1
+
+
+def lm_shape(cfg: dict) -> dict:
+    """The language model's shape from audiocraft's `transformer_lm` config section."""
+    lm = cfg["transformer_lm"]
+    return {
+        "dim": int(lm["dim"]),
+        "layers": int(lm["num_layers"]),
+        "heads": int(lm["num_heads"]),
+        "n_q": int(lm["n_q"]),
+        "card": int(lm["card"]),
+        "hidden_scale": float(lm.get("hidden_scale", 4)),
+    }
+
+
+def facts_from_cfg(cfg: dict, version: str) -> ModelFacts:
+    shape = lm_shape(cfg)
+    stereo = int(cfg.get("channels", 1)) == 2 or bool(cfg.get("interleave_stereo_codebooks", {}).get("use"))
+    return ModelFacts(version, 2 if stereo else 1, shape["n_q"], shape["dim"], shape["layers"], shape["heads"])
