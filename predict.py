@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import logging
 import os
 import shutil
@@ -73,7 +75,23 @@ class Predictor(BasePredictor):
         except BaseException:
             shutil.rmtree(output_dir, ignore_errors=True)
             raise
+        finally:
+            release_memory()
         return [Path(p) for p in result.outputs]
+
+
+def release_memory() -> None:
+    """Between requests: collect the request's cycles and hand freed heap pages back to the system.
+
+    glibc keeps freed memory in per-thread arenas; over many requests of different sizes a long-lived
+    worker's resident size creeps up by fragmentation alone (tens of MB) although nothing is kept.
+    """
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc (musl): nothing to trim
+            pass
 
 
 def _log_progress():
