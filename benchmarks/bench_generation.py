@@ -7,7 +7,7 @@ Both decode the same model (random weights in the published layout's shapes,
 built directly in the transformers layout), the same condition prefix, the
 same number of steps, classifier-free guidance 3, top-k 250. "host" is the
 medium model's depth (48 layers) at width 64: it measures the per-step host
-cost that eager decoding pays on any device (SPEC section 11). On CUDA the
+cost that eager decoding pays on any device (audiocraft issue #192). On CUDA the
 table also gives ms per step and its ratio to the bandwidth floor (reading the
 decoder's weights once per step at 3.0 TB/s).
 """
@@ -31,7 +31,7 @@ SHAPES = {
     "medium": {"dim": 1536, "num_heads": 24, "num_layers": 48, "hidden_scale": 4},
     "large": {"dim": 2048, "num_heads": 32, "num_layers": 48, "hidden_scale": 4},
 }
-BANDWIDTH = 3.0e12  # bytes/s an H100 copy was measured to move (SPEC section 11)
+BANDWIDTH = 3.0e12  # bytes/s a device-to-device copy on an H100 was measured to move
 
 
 def build(shape: str, version: str, device: torch.device, root: Path):

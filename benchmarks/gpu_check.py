@@ -1,7 +1,7 @@
 """GPU readiness: one command that proves every stage on CUDA and measures a request, on an offline GPU machine.
 
 On a development machine (network):   tools/gpu_wheels.sh            # -> .whl/, the packages the GPU lacks
-On the GPU machine (SPEC section 12), from the checkout, carrying .whl:
+On the GPU machine (offline: no registry, no hub; the wheels travel with the checkout):
     python3 benchmarks/gpu_check.py --wheels .whl --out "$OUT"
 CPU dry run (a test in the suite runs it, so the script cannot rot between GPU runs):
     .venv/bin/python benchmarks/gpu_check.py --device cpu --quick --out /tmp/gpu-check
@@ -148,12 +148,14 @@ def main() -> int:
     parser.add_argument("--device", default=None, help="cuda (default when present) or cpu")
     parser.add_argument("--quick", action="store_true", help="tiny weights and shapes, a few seconds of audio")
     parser.add_argument("--wheels", type=Path, help="install these wheels offline first")
-    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "gpu_check_out")))
+    # Without --out or $OUT: a fresh temporary folder (named before the table), never the checkout.
+    parser.add_argument("--out", type=Path, default=None, help="results folder (default $OUT, else a temp folder)")
     parser.add_argument("--song-seconds", type=float, default=None)
     parser.add_argument("--generate-seconds", type=float, default=None)
     parser.add_argument("--steps", type=int, default=None, help="decode steps per speed measurement")
     parser.add_argument("--test-timeout", type=int, default=240)
     args = parser.parse_args()
+    args.out = args.out or Path(os.environ.get("OUT") or tempfile.mkdtemp(prefix="gpu-check-"))
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict = {"date": time.strftime("%Y-%m-%d"), "wheels": install_wheels(args.wheels) if args.wheels else None}
 
@@ -179,6 +181,7 @@ def main() -> int:
     (args.out / "gpu_check.json").write_text(json.dumps(results, indent=1, default=str))
     results["request"] = timed_request(device, quick, song_seconds, generate_seconds)
     (args.out / "gpu_check.json").write_text(json.dumps(results, indent=1, default=str))
+    print(f"results: {args.out / 'gpu_check.json'}")
     print_table(results)
     failed = [row for row in results["cuda_tests"] if row["result"].startswith(("FAILED", "timed out", "no report"))]
     return 1 if failed else 0

@@ -102,13 +102,16 @@ def render_png(analysis: SongAnalysis, samples: np.ndarray, sample_rate: int, pa
         bottom.axvspan(section.start, section.end, color=colour, alpha=0.35, linewidth=0)
         bottom.text((section.start + section.end) / 2, 0.8, section.label, ha="center", va="center", fontsize=9,
                     clip_on=True)
+        if section.start > start:  # a boundary line, so that neighbours with the same label stay two sections
+            for axis in (top, bottom):
+                axis.axvline(section.start, color="black", linewidth=1.2, alpha=0.8)
     seconds_per_px = max(end - start, 1e-6) / width
     every = max(1, int(np.ceil(len(analysis.downbeats) / MAX_BAR_NUMBERS)))
     for number, t in enumerate(analysis.downbeats, start=1):
         top.axvline(t, color="#1f4e79", linewidth=0.6, alpha=0.5)
         if (number - 1) % every == 0:
             bottom.text(t, 0.45, str(number), ha="left", va="center", fontsize=7, color="#1f4e79")
-    shown = place_labels(analysis.chords, seconds_per_px)
+    shown = place_labels(analysis.chords, seconds_per_px, end=end)
     for t, label, row in shown:
         top.text(t, 0.97 - 0.08 * row, label, transform=top.get_xaxis_transform(), ha="left", va="top",
                  fontsize=8, clip_on=True, bbox={"facecolor": "white", "alpha": 0.7, "linewidth": 0, "pad": 1})
@@ -140,17 +143,20 @@ def chord_changes(chords: Sequence[Segment]) -> list[tuple[float, str]]:
     return changes
 
 
-def place_labels(chords: Sequence[Segment], seconds_per_px: float, rows: int = 2) -> list[tuple[float, str, int]]:
+def place_labels(chords: Sequence[Segment], seconds_per_px: float, rows: int = 2,
+                 end: float = np.inf) -> list[tuple[float, str, int]]:
     """Chord names on `rows` rows, each placed where its row is free (its text's width measured in
-    pixels), dropped where neither row is: labels never overlap, at any song length."""
+    pixels), dropped where neither row is: labels never overlap, at any song length. A name that would
+    run past `end` (the picture's right edge) is moved left to end there, when its row has the room."""
     row_free = [-np.inf] * rows
     placed = []
     for t, label in chord_changes(chords):
         width_s = (LABEL_CHAR_PX * len(label) + LABEL_PAD_PX) * seconds_per_px
+        x = min(t, end - width_s)
         for row in range(rows):
-            if t >= row_free[row]:
-                placed.append((t, label, row))
-                row_free[row] = t + width_s
+            if x >= row_free[row]:
+                placed.append((x, label, row))
+                row_free[row] = x + width_s
                 break
     return placed
 

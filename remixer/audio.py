@@ -264,7 +264,7 @@ def convert_channels(samples: np.ndarray, channels: int) -> np.ndarray:
     raise AudioError(f"cannot convert {have} channels to {channels}")
 
 
-# --- normalization (SPEC section 9, audiocraft semantics) ---------------------
+# --- normalization (audiocraft's audiocraft/data/audio_utils.py normalize_audio) ---
 
 PEAK_HEADROOM_DB = 1.0
 RMS_HEADROOM_DB = 18.0

@@ -169,22 +169,32 @@ def batch_summary(summary) -> str:
 
 
 class _ProgressBar:
-    """A tqdm bar over generated tokens."""
+    """A tqdm bar over generated tokens, closed as soon as the last token is generated (the stages after
+    generation log on lines of their own)."""
 
     def __enter__(self):
         self.bar = None
+        self.closed = False
         return self
 
     def update(self, done: int, total: int) -> None:
         from tqdm import tqdm
 
+        if self.closed:
+            return
         if self.bar is None:
             self.bar = tqdm(total=total, unit="tok", desc="generating", file=sys.stderr)
         self.bar.update(done - self.bar.n)
+        if done >= total:
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None and not self.closed:
+            self.bar.close()
+        self.closed = True
 
     def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.close()
+        self.close()
         return False
 
 

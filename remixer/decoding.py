@@ -1,6 +1,7 @@
 """Our own MusicGen-Chord decode loop: a static KV cache, one forward per step, sampling on the device.
 
-Eager autoregressive decoding is bound by the host (SPEC section 11): each
+Eager autoregressive decoding is bound by the host (audiocraft issue #192, "MusicGen on
+A100/A10G/3090 is single core CPU bound"): each
 step of transformers' `generate()` builds cache objects, masks and logits
 processors in Python. Here a window is decoded by a plain loop over the
 converted weights (the transformers model's own tensors, not a copy):

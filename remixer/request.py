@@ -1,4 +1,5 @@
-"""The prediction inputs (SPEC section 2): one table for the Cog schema, the CLI and the Python API."""
+"""The prediction inputs (the published musicgen-remixer predictor's, plus ours): one table for the Cog schema,
+the CLI and the Python API."""
 
 from __future__ import annotations
 

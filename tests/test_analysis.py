@@ -48,3 +48,28 @@ def test_labels_never_overlap_even_for_a_ten_minute_song(tmp_path):
             assert len(placed) >= 60
         path = render_png(song, np.zeros((1, int(duration * 100)), np.float32), 100, tmp_path / f"{duration}.png")
         assert Image.open(path).size == (1600, 500)
+
+
+def test_a_chord_near_the_right_edge_is_moved_inside_the_picture():
+    duration, seconds_per_px = 20.0, 20.0 / 1600
+    chords = [ChordSegment(0.0, 19.9, "C"), ChordSegment(19.9, 20.0, "F#:maj7")]
+    placed = place_labels(chords, seconds_per_px, end=duration)
+    (x, label, _), = [p for p in placed if p[1] == "F#:maj7"]
+    width = (LABEL_CHAR_PX * len(label) + LABEL_PAD_PX) * seconds_per_px
+    assert x + width <= duration + 1e-9 and x < 19.9
+    assert place_labels(chords, seconds_per_px)[1][0] == 19.9  # without an edge nothing moves
+
+
+def test_neighbouring_sections_with_the_same_label_show_their_boundary(tmp_path):
+    def column_darkness(sections, t):
+        song = SongAnalysis(10.0, 0.0, None, [], [], sections, [], prompt_sent="x", model_version="chord", seed=1)
+        path = render_png(song, np.zeros((1, 1000), np.float32), 100, tmp_path / "a.png")
+        pixels = np.asarray(Image.open(path).convert("L"), dtype=float) / 255
+        x = int(round((0.01 + 0.985 * t / 10.0) * 1600))  # the axes span 1 % .. 99.5 % of the width
+        bottom_panel = pixels[int(0.72 * 500):int(0.88 * 500)]
+        return 1 - bottom_panel[:, x - 2:x + 3].min()
+
+    two = [Section(0.0, 5.0, "verse"), Section(5.0, 10.0, "verse")]
+    elsewhere = [Section(0.0, 3.0, "verse"), Section(3.0, 10.0, "verse")]  # its boundary and names away from 5 s
+    assert column_darkness(two, 5.0) > 0.6 and column_darkness(elsewhere, 5.0) < 0.3
+    assert column_darkness(elsewhere, 3.0) > 0.6

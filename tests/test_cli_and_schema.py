@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import soundfile as sf
+import torch
 
 from remixer.request import INPUTS
 from tests.conftest import tone
@@ -93,3 +94,30 @@ def test_predict_signature_is_the_input_table():
     assert parameters == [spec.name for spec in INPUTS]
     schema = json.loads((ROOT / ".cog" / "openapi_schema.json").read_text())
     assert list(schema["components"]["schemas"]["Input"]["properties"]) == sorted(parameters)
+
+
+def test_asking_for_a_gpu_that_is_not_there_is_one_line(tiny_weights, tmp_path):
+    song = tmp_path / "song.wav"
+    sf.write(song, tone(220, 1.0, 44100).T, 44100)
+    cases = [("tpu", "cpu, cuda or cuda:N"), ("cuda:99", "'cuda:99' was asked for")]
+    if not torch.cuda.is_available():
+        cases.append(("cuda", "no usable CUDA GPU"))
+    for device, phrase in cases:
+        done = _cli(str(song), "--prompt", "x", "--device", device, env={"REMIXER_WEIGHTS_DIR": str(tiny_weights)})
+        assert done.returncode == 1, (device, done.stderr[-2000:])
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        assert "Traceback" not in done.stderr and lines[-1].startswith("musicgen-remix: ") and phrase in lines[-1]
+
+
+def test_progress_bar_closes_when_the_last_token_is_generated(capsys):
+    from remixer.cli import _ProgressBar
+
+    with _ProgressBar() as bar:
+        bar.update(3, 10)
+        assert not bar.closed
+        bar.update(10, 10)
+        assert bar.closed  # before the stages after generation log anything
+        after_generation = capsys.readouterr().err
+        bar.update(10, 10)  # a late report changes nothing
+    assert "10/10" in after_generation and after_generation.endswith("\n")
+    assert capsys.readouterr().err == ""

@@ -39,3 +39,64 @@ def test_the_cog_image_and_single_remixes_do_not_need_ray():
     cog_requirements = (ROOT / "requirements.txt").read_text().lower()
     assert "ray" not in {line.split("==")[0].strip() for line in cog_requirements.splitlines()}
     assert "ray==" in (ROOT / "requirements-batch.txt").read_text()
+
+
+def _remixer_imports(path: Path) -> set[str]:
+    """Every remixer module a file imports, at any level (lazy imports and TYPE_CHECKING ones included)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("remixer.")}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            if node.module == "remixer":
+                found |= {f"remixer.{a.name}" for a in node.names}
+            elif node.module.startswith("remixer."):
+                found.add(node.module)
+    return found
+
+
+def test_product_modules_import_each_other_without_a_circle():
+    modules = {f"remixer.{p.stem}": p for p in (ROOT / "remixer").glob("*.py") if p.stem != "__init__"}
+    graph = {name: {m for m in _remixer_imports(path) if m in modules} for name, path in modules.items()}
+    state: dict[str, str] = {}
+
+    def visit(name: str, trail: list[str]) -> None:
+        if state.get(name) == "done":
+            return
+        assert state.get(name) != "open", "import circle: " + " -> ".join(trail[trail.index(name):] + [name])
+        state[name] = "open"
+        for target in sorted(graph[name]):
+            visit(target, trail + [name])
+        state[name] = "done"
+
+    for name in sorted(graph):
+        visit(name, [])
+    # Loading sits below generation: neither conversion nor models reaches the generation module.
+    assert "remixer.generation" not in graph["remixer.conversion"] | graph["remixer.models"]
+
+
+def test_each_module_imports_alone_and_the_package_exports_the_api():
+    names = sorted(f"remixer.{p.stem}" for p in (ROOT / "remixer").glob("*.py") if p.stem != "__main__")
+    code = ("import importlib, sys\n"
+            f"for name in {names!r}:\n"
+            "    for loaded in [m for m in sys.modules if m.startswith('remixer')]:\n"
+            "        del sys.modules[loaded]\n"
+            "    importlib.import_module(name)\n"
+            "from remixer import Remixer, RemixRequest, RemixResult, RemixerError\n"
+            "assert issubclass(RemixerError, ValueError) and Remixer.__module__ == 'remixer.pipeline'\n"
+            "print('ok')")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_importing_the_package_loads_no_model_library():
+    code = "import sys, remixer, remixer.weights; print(sorted({'torch', 'transformers'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_benchmarks_and_tools_never_import_the_tests():
+    for path in [*(ROOT / "benchmarks").glob("*.py"), *(ROOT / "tools").glob("*.py")]:
+        text = path.read_text()
+        assert "from tests" not in text and "import tests" not in text, path.name
+        assert "sys.path.insert(0, str(Path(__file__).resolve().parents[1]))" not in text, path.name

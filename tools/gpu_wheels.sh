@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Download, on a development machine, exactly the wheels the offline GPU machine lacks (SPEC section 12:
-# Python 3.12, torch 2.11, transformers 5.17 there) for cp312 manylinux x86_64, into .whl/ (git-ignored),
+# Download, on a development machine, exactly the wheels the offline GPU machine lacks (it has
+# Python 3.12, torch 2.11, transformers 5.17) for cp312 manylinux x86_64, into .whl/ (git-ignored),
 # and print the folder to carry. Versions are this project's pins (requirements.txt) and what those pull in.
 #   tools/gpu_wheels.sh            -> .whl/ (about 25 MB)
 set -euo pipefail

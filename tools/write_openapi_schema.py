@@ -4,7 +4,7 @@
     .venv/bin/python tools/write_openapi_schema.py --check  # exit 1 when the committed file is stale
 
 The Cog server validates requests against this file and serves it at
-/openapi.json; without it, it validates nothing (SPEC section 4). We cannot run
+/openapi.json; without it, it validates nothing (cog 0.23.1's coglet, checked here). We cannot run
 `cog build` here (no Docker), so this script produces the same document.
 """
 
