@@ -100,3 +100,16 @@ def test_benchmarks_and_tools_never_import_the_tests():
         text = path.read_text()
         assert "from tests" not in text and "import tests" not in text, path.name
         assert "sys.path.insert(0, str(Path(__file__).resolve().parents[1]))" not in text, path.name
+
+
+def test_readme_module_table_lists_exactly_the_modules():
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("## Layout"):readme.index("## Licence")]
+    listed = set(re.findall(r"^\| `remixer/(\w+)\.py` \|", table, flags=re.M))
+    modules = {p.stem for p in (ROOT / "remixer").glob("*.py")} - {"__init__", "__main__"}
+    assert listed == modules, (sorted(modules - listed), sorted(listed - modules))
+    testing_row = next(line for line in table.splitlines() if line.startswith("| `remixer/testing/`"))
+    helpers = {p.stem for p in (ROOT / "remixer" / "testing").glob("*.py")} - {"__init__"}
+    assert all(f"`{name}`" in testing_row for name in helpers), sorted(helpers)
