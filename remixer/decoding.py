@@ -13,7 +13,10 @@ converted weights (the transformers model's own tensors, not a copy):
   the delay pattern's fixed positions (BOS, known prompt, end padding) applied
   with a precomputed mask; every tensor keeps its shape from step to step;
 - on CUDA the decoder runs in float16 and the step is captured once as a CUDA
-  graph and replayed; if capture fails the same step runs eagerly.
+  graph and replayed (`REMIXER_CUDA_GRAPHS`: 1, the default, falls back to the
+  same step run eagerly if capture fails, with a log line; 0 never captures;
+  strict makes a failed capture an error). Each window records how it was
+  decoded (`WindowDecoder.modes`).
 
 The delayed grid: position 0 is BOS for every codebook; codebook k holds frame
 f at position 1 + f + delay(k), delay(k) = k // channels (stereo interleaves
@@ -23,14 +26,40 @@ token (2048), as audiocraft's pattern and transformers' delay mask do.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import threading
+import time
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch.nn import functional as F
 
+from remixer.errors import RemixerError
+
 log = logging.getLogger(__name__)
+
+GRAPHS_ENV = "REMIXER_CUDA_GRAPHS"
+GRAPH_MODES = ("1", "0", "strict")
+GRAPH, EAGER = "cuda-graph", "eager"
+# One capture at a time in the process: a capture on one thread is invalidated by another thread's
+# CUDA work on the capturing stream's device (torch.cuda.graph's documentation).
+_CAPTURE_LOCK = threading.Lock()
+
+
+class DecodingError(RemixerError):
+    """The decode loop cannot run as configured, explained."""
+
+
+def graph_mode() -> str:
+    """REMIXER_CUDA_GRAPHS: "1" (default: graphs, eager fallback), "0" (never capture), "strict"."""
+    value = os.environ.get(GRAPHS_ENV, "1").strip().lower() or "1"
+    if value not in GRAPH_MODES:
+        raise DecodingError(f"{GRAPHS_ENV} must be 1 (graphs, eager fallback), 0 (no graphs) or strict "
+                            f"(a failed capture is an error); got {value!r}")
+    return value
 
 SPECIAL = 2048  # BOS and padding in the delayed grid (the codebook size)
 PROGRESS_EVERY = 25  # steps between progress reports (the host never waits on the device in between)
@@ -128,7 +157,8 @@ class Decoder:
         eager = isinstance(start, int)
         if not eager:
             index = start + torch.arange(length, device=hidden.device)
-            mask = None if causal else (torch.arange(cache.length, device=hidden.device) <= start)[None, None, None]
+            # Positions after `start` are blocked: computed once per step, shared by every layer.
+            blocked = None if causal else (torch.arange(cache.length, device=hidden.device) > start)[None, None, None]
         scale = self.head_dim ** -0.5
         for layer, (keys_t, values) in zip(self.layers, cache.layers):
             normed = F.layer_norm(hidden, (self.width,), layer.norm1_w, layer.norm1_b)
@@ -143,7 +173,7 @@ class Decoder:
             if causal:
                 attended = F.scaled_dot_product_attention(q, k, v, is_causal=True)
             else:  # one query against the whole static cache, later positions masked
-                scores = torch.matmul(q, keys_t).float().mul_(scale).masked_fill_(~mask, float("-inf"))
+                scores = torch.matmul(q, keys_t).float().mul_(scale).masked_fill_(blocked, float("-inf"))
                 attended = torch.matmul(scores.softmax(dim=-1).to(values.dtype), values)
             hidden = hidden + F.linear(attended.transpose(1, 2).reshape(rows, length, self.width), layer.out)
             normed = F.layer_norm(hidden, (self.width,), layer.norm2_w, layer.norm2_b)
@@ -261,25 +291,76 @@ def aligned(grid: torch.Tensor, delays: list[int], frames: int) -> torch.Tensor:
 ProgressCallback = Callable[[int], None]
 
 
+class CudaGraphs:
+    """The CUDA calls a capture needs, all on one device (streams and the graph's generator state are made
+    on the model's device, not the current one). A test can put a CPU stand-in in its place."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def device_context(self):
+        return torch.cuda.device(self.device)
+
+    def new_graph(self, generator: torch.Generator | None):
+        graph = torch.cuda.CUDAGraph()
+        if generator is not None:
+            graph.register_generator_state(generator)  # replays draw fresh numbers from the request's generator
+        return graph
+
+    def side_stream(self):
+        return torch.cuda.Stream(device=self.device)
+
+    def current_stream(self):
+        return torch.cuda.current_stream(self.device)
+
+    def use_stream(self, stream):
+        return torch.cuda.stream(stream)
+
+    def capture(self, graph, stream):
+        return torch.cuda.graph(graph, stream=stream)
+
+    def capturing(self) -> bool:
+        return torch.cuda.is_current_stream_capturing()
+
+    def synchronize(self) -> None:
+        torch.cuda.synchronize(self.device)
+
+
 class WindowDecoder:
     """Decodes one window: prefill, then a fixed-shape step per position (captured as a CUDA graph on CUDA)."""
 
-    def __init__(self, decoder: Decoder, use_cuda_graph: bool | None = None, static_steps: bool = False):
-        """use_cuda_graph: default on CUDA. static_steps: without a graph, still run the graph's step
-        (device-tensor positions, masked static cache) eagerly; what the CPU tests check it with."""
+    def __init__(self, decoder: Decoder, use_cuda_graph: bool | None = None, static_steps: bool = False,
+                 graphs: CudaGraphs | None = None, strict: bool | None = None, timed: bool = False):
+        """use_cuda_graph: default on CUDA unless REMIXER_CUDA_GRAPHS=0. static_steps: without a graph, still
+        run the graph's step (device-tensor positions, masked static cache) eagerly; what the CPU tests check
+        it with. strict: a failed capture raises (default: REMIXER_CUDA_GRAPHS=strict). timed: synchronise at
+        the edges of prefill, capture and steps and record their seconds in `timings` (benchmarks)."""
         self.decoder = decoder
-        self.use_cuda_graph = decoder.device.type == "cuda" if use_cuda_graph is None else use_cuda_graph
+        mode = graph_mode()
+        on_cuda = decoder.device.type == "cuda"
+        self.use_cuda_graph = (on_cuda and mode != "0") if use_cuda_graph is None else use_cuda_graph
+        self.strict = (mode == "strict") if strict is None else strict
         self.static_steps = static_steps
+        self.graphs = graphs or (CudaGraphs(decoder.device) if on_cuda else None)
+        self.timed = timed
+        self.modes: list[str] = []  # per window decoded: GRAPH, or EAGER (with the capture error if one failed)
+        self.timings: list[dict[str, float]] = []  # per window, when timed
 
     @torch.inference_mode()
     def decode(self, prefix: torch.Tensor, plan: WindowPlan, settings: Sampling,
                generator: torch.Generator | None, progress: ProgressCallback | None = None) -> torch.Tensor:
         """prefix (rows, C, D): the condition (and the null row under guidance). Returns aligned (K, frames)."""
+        on_device = self.graphs.device_context() if self.graphs is not None else contextlib.nullcontext()
+        with on_device:  # every allocation, stream and kernel of the window on the model's device
+            return self._decode(prefix, plan, settings, generator, progress)
+
+    def _decode(self, prefix, plan, settings, generator, progress) -> torch.Tensor:
         decoder = self.decoder
         guided = settings.guided
         rows = 2 if guided else 1
         if prefix.shape[0] != rows:
             raise ValueError(f"a {'guided' if guided else 'plain'} window needs {rows} prefix rows")
+        clock = _Clock(self.timed, self.graphs)
         positions = plan.grid.shape[1]
         length = prefix.shape[1] + positions
         cache = KVCache(decoder, rows, length)
@@ -295,9 +376,14 @@ class WindowDecoder:
         state = _StepState(grid, plan.fixed, torch.tensor(plan.first, device=decoder.device), plan.first,
                            prefix.shape[1], table, cache, logits)
         self._choose(state, settings, generator, guided, eager=True)
+        clock.lap("prefill")
 
         steps = positions - 1 - plan.first
-        step = self._graph(state, settings, generator, guided) if steps > 0 and self.use_cuda_graph else None
+        step, mode = None, EAGER
+        if steps > 0 and self.use_cuda_graph:
+            step, mode = self._graph(state, settings, generator, guided)
+        clock.lap("capture")
+        self.modes.append(mode)
         if progress is not None:
             progress(1)
         for done in range(1, steps + 1):
@@ -307,6 +393,9 @@ class WindowDecoder:
                 self._step(state, settings, generator, guided, eager=not (self.static_steps or self.use_cuda_graph))
             if progress is not None and (done % PROGRESS_EVERY == 0 or done == steps):
                 progress(done + 1)  # positions chosen so far, the prefill's one included
+        clock.lap("steps")
+        if self.timed:
+            self.timings.append({**clock.seconds, "step_count": steps})
         return aligned(state.grid, decoder.delays, plan.frames)
 
     def _choose(self, state: "_StepState", settings: Sampling, generator, guided: bool,
@@ -358,37 +447,69 @@ class WindowDecoder:
         self._choose(state, settings, generator, guided, eager)
 
     def _graph(self, state: "_StepState", settings: Sampling, generator, guided: bool):
-        """The step captured as a CUDA graph (state tensors are its static buffers); None if capture fails."""
-        try:
-            if generator is not None and hasattr(torch.cuda.CUDAGraph, "register_generator_state"):
-                graph = torch.cuda.CUDAGraph()
-                graph.register_generator_state(generator)
-            else:
-                graph = torch.cuda.CUDAGraph()
-            snapshot = (state.grid.clone(), state.position.clone(), [(k.clone(), v.clone())
-                                                                     for k, v in state.cache.layers])
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):  # warm-up on a side stream, as capture requires
-                self._step(state, settings, generator, guided, eager=False)
-            torch.cuda.current_stream().wait_stream(side)
-            _restore(state, snapshot)
-            with torch.cuda.graph(graph):
-                self._step(state, settings, generator, guided, eager=False)
-            _restore(state, snapshot)
-            return graph
-        except Exception as error:  # noqa: BLE001 - any capture failure: the same step runs eagerly
-            log.warning("CUDA graph capture failed (%s); decoding eagerly", str(error).splitlines()[0][:200])
-            return None
+        """The step captured as a CUDA graph (state tensors are its static buffers): (graph, GRAPH), or
+        (None, EAGER: reason) when capture fails and the mode allows the eager fallback.
+
+        Whatever happens, the decode state (grid, position) and the generator are as they were before the
+        warm-up: the warm-up step really runs (it advances the position and draws random numbers) and
+        capture reserves random numbers; restoring both makes the graph path and the eager path give the
+        same tokens for a seed. The cache needs no restoring: the first real step rewrites the slot the
+        warm-up wrote.
+        """
+        graphs = self.graphs
+        saved_grid, saved_position = state.grid.clone(), state.position.clone()
+        saved_rng = generator.get_state() if generator is not None else None
+        with _CAPTURE_LOCK:
+            try:
+                graph = graphs.new_graph(generator)
+                side = graphs.side_stream()
+                side.wait_stream(graphs.current_stream())
+                with graphs.use_stream(side):  # warm-up on a side stream, as capture requires
+                    self._step(state, settings, generator, guided, eager=False)
+                graphs.current_stream().wait_stream(side)
+                with graphs.capture(graph, side):
+                    self._step(state, settings, generator, guided, eager=False)
+                failure = None
+            except torch.cuda.OutOfMemoryError:
+                failure = "out of memory"
+                raise  # the pipeline frees memory and tells the user what to try
+            except Exception as error:  # noqa: BLE001 - any other capture failure: decided below
+                failure = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+            finally:
+                state.grid.copy_(saved_grid)
+                state.position.copy_(saved_position)
+                if saved_rng is not None:
+                    generator.set_state(saved_rng)
+        if failure is None:
+            return graph, GRAPH
+        if self.strict:
+            raise DecodingError(f"CUDA graph capture failed ({failure}) and {GRAPHS_ENV}=strict; "
+                                f"set {GRAPHS_ENV}=1 to fall back to eager decoding")
+        if graphs.capturing():
+            raise DecodingError(f"CUDA graph capture failed ({failure}) and left the GPU stream capturing; "
+                                "this process cannot decode any more: restart it")
+        graphs.synchronize()
+        log.warning("CUDA graph capture failed (%s); decoding this window eagerly", failure)
+        return None, f"{EAGER} (capture failed: {failure})"
 
 
-def _restore(state: "_StepState", snapshot) -> None:
-    grid, position, layers = snapshot
-    state.grid.copy_(grid)
-    state.position.copy_(position)
-    for (keys, values), (saved_keys, saved_values) in zip(state.cache.layers, layers):
-        keys.copy_(saved_keys)
-        values.copy_(saved_values)
+class _Clock:
+    """Seconds per phase of a window, synchronising the device at each edge (only when timed)."""
+
+    def __init__(self, enabled: bool, graphs: CudaGraphs | None):
+        self.graphs = graphs
+        self.enabled = enabled
+        self.seconds: dict[str, float] = {}
+        self.last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        if not self.enabled:
+            return
+        if self.graphs is not None:
+            self.graphs.synchronize()
+        now = time.perf_counter()
+        self.seconds[name] = now - self.last
+        self.last = now
 
 
 @dataclass

@@ -39,6 +39,7 @@ class Generated:
     audio: np.ndarray  # (channels, samples) float32 at 32 kHz
     sample_rate: int
     seed: int
+    decode_modes: tuple[str, ...] = ()  # per window: decoding.GRAPH, or eager (with why, if capture failed)
 
 
 ProgressCallback = Callable[[int, int], None]
@@ -163,13 +164,13 @@ def generate(
         window_codes = window_decoder.decode(prefix, plan, sampling, generator,
                                              progress=lambda chosen: step_to(before + chosen))
         codes = torch.cat([codes, window_codes[:, prompt.shape[1]:].cpu()], dim=1)
-        log.info("generation: window %d/%d done (%.0f s of %.0f s)", index + 1, len(starts),
-                 min(codes.shape[1] / FRAME_RATE, duration), duration)
+        log.info("generation: window %d/%d done (%.0f s of %.0f s; %s)", index + 1, len(starts),
+                 min(codes.shape[1] / FRAME_RATE, duration), duration, window_decoder.modes[-1])
     codes = codes[:, :total_frames]
     audio = decode_tokens(model, codes)
     samples = int(round(duration * SAMPLE_RATE))
     audio = _fit_length(audio, samples)
-    return Generated(codes, audio, SAMPLE_RATE, seed)
+    return Generated(codes, audio, SAMPLE_RATE, seed, tuple(window_decoder.modes))
 
 
 def decode_tokens(model: ChordModel, codes: torch.Tensor) -> np.ndarray:

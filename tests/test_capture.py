@@ -1,0 +1,214 @@
+"""The CUDA-graph capture path of the decode loop, on the CPU: a stand-in for the CUDA calls replays the
+recorded step, fails at each point of a capture on demand, and the tests check what the product promises:
+the same tokens as eager decoding for a seed, a restored state after any failure, strict mode, OOM."""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import pytest
+import torch
+
+from remixer import decoding, generation
+from remixer.decoding import DecodingError, Sampling, WindowDecoder
+from remixer.testing.musicgen import load_tiny
+
+PHASES = ["graph", "warm-up", "capture-start", "capture", "capture-end"]
+SETTINGS = Sampling(top_k=50, temperature=1.0, classifier_free_guidance=3.0)
+
+
+class FakeGraph:
+    def __init__(self, graphs: "FakeGraphs"):
+        self.graphs = graphs
+
+    def replay(self) -> None:
+        step, args = self.graphs.recorded
+        step(*args)
+
+
+class FakeStream:
+    def wait_stream(self, other) -> None:
+        pass
+
+
+class FakeGraphs:
+    """decoding.CudaGraphs on the CPU. Capture records the step (nothing runs, but random numbers are
+    reserved, as a CUDA capture reserves them); replay runs it. `fail_at` makes one phase raise after
+    doing its work; `still_capturing` reports a stream left in capture mode."""
+
+    def __init__(self, fail_at: str | None = None, error: BaseException | None = None,
+                 still_capturing: bool = False):
+        self.fail_at, self.error = fail_at, error or RuntimeError(f"injected failure at {fail_at}")
+        self.still_capturing = still_capturing
+        self.phase = None
+        self.recorded = None
+        self.in_device = False
+        self.lock_held_in_capture = None
+
+    @contextlib.contextmanager
+    def device_context(self):
+        self.in_device = True
+        try:
+            yield
+        finally:
+            self.in_device = False
+
+    def new_graph(self, generator):
+        if self.fail_at == "graph":
+            raise self.error
+        return FakeGraph(self)
+
+    def side_stream(self):
+        return FakeStream()
+
+    def current_stream(self):
+        return FakeStream()
+
+    @contextlib.contextmanager
+    def use_stream(self, stream):
+        self.phase = "warm-up"
+        try:
+            yield
+        finally:
+            self.phase = None
+
+    @contextlib.contextmanager
+    def capture(self, graph, stream):
+        if self.fail_at == "capture-start":
+            raise self.error
+        self.phase = "capture"
+        self.lock_held_in_capture = decoding._CAPTURE_LOCK.locked()
+        try:
+            yield
+        finally:
+            self.phase = None
+        if self.fail_at == "capture-end":
+            raise self.error
+
+    def capturing(self) -> bool:
+        return self.still_capturing
+
+    def synchronize(self) -> None:
+        pass
+
+
+def spy_steps(window: WindowDecoder, graphs: FakeGraphs) -> None:
+    """Route the window's steps through the stand-in: record during capture, fail where asked."""
+    real = window._step
+
+    def step(state, settings, generator, guided, eager):
+        assert graphs.in_device  # every step runs under the model's device context
+        if graphs.phase == "capture":
+            graphs.recorded = (real, (state, settings, generator, guided, eager))
+            torch.rand(64, generator=generator)  # capture reserves random numbers
+            state.position += 1  # ... and may leave the position advanced when it fails
+            if graphs.fail_at == "capture":
+                raise graphs.error
+            state.position -= 1
+            return
+        real(state, settings, generator, guided, eager)
+        if graphs.phase == "warm-up" and graphs.fail_at == "warm-up":
+            raise graphs.error
+
+    window._step = step
+
+
+@pytest.fixture(scope="module")
+def window_inputs(tiny_weights):
+    model = load_tiny(tiny_weights / "musicgen" / "musicgen-chord.th", "cpu", tiny_weights)
+    chroma = np.zeros((235, 12), np.float32)
+    chroma[:, [0, 4, 7]] = 1
+    prefix = generation.condition_prefix(model, generation.encode_text(model, "jazz"), chroma, guided=True)
+    decoder = model.decoder_for()
+    plan = decoding.plan_window(torch.zeros((4, 0), dtype=torch.long), 60, decoder.delays, decoder.device)
+    return decoder, prefix, plan
+
+
+def decode(window: WindowDecoder, inputs, seed: int = 11) -> torch.Tensor:
+    decoder, prefix, plan = inputs
+    return window.decode(prefix, plan, SETTINGS, torch.Generator().manual_seed(seed))
+
+
+def eager_tokens(inputs, seed: int = 11) -> torch.Tensor:
+    return decode(WindowDecoder(inputs[0], use_cuda_graph=False, static_steps=True), inputs, seed)
+
+
+def graph_window(inputs, graphs: FakeGraphs, strict: bool = False) -> WindowDecoder:
+    window = WindowDecoder(inputs[0], use_cuda_graph=True, graphs=graphs, strict=strict)
+    spy_steps(window, graphs)
+    return window
+
+
+def test_graph_path_gives_the_eager_paths_sampled_tokens_for_a_seed(window_inputs):
+    graphs = FakeGraphs()
+    window = graph_window(window_inputs, graphs)
+    tokens = decode(window, window_inputs)
+    assert window.modes == [decoding.GRAPH] and graphs.recorded is not None
+    # The warm-up drew random numbers and the capture reserved some: both were given back.
+    assert torch.equal(tokens, eager_tokens(window_inputs))
+    assert not torch.equal(tokens, eager_tokens(window_inputs, seed=12))  # the seed does matter
+    assert graphs.lock_held_in_capture  # one capture at a time in the process
+
+
+@pytest.mark.parametrize("phase", PHASES)
+def test_a_failed_capture_falls_back_to_eager_with_the_same_tokens(window_inputs, phase):
+    window = graph_window(window_inputs, FakeGraphs(fail_at=phase))
+    tokens = decode(window, window_inputs)
+    assert window.modes[0].startswith("eager (capture failed: injected failure at")
+    assert (tokens < decoding.SPECIAL).all()  # no special token left in the grid
+    assert torch.equal(tokens, eager_tokens(window_inputs))
+    assert not decoding._CAPTURE_LOCK.locked()
+
+
+@pytest.mark.parametrize("phase", PHASES)
+def test_strict_mode_makes_a_failed_capture_an_error(window_inputs, phase):
+    window = graph_window(window_inputs, FakeGraphs(fail_at=phase), strict=True)
+    with pytest.raises(DecodingError, match=r"capture failed \(injected failure at .*REMIXER_CUDA_GRAPHS=strict"):
+        decode(window, window_inputs)
+    assert not decoding._CAPTURE_LOCK.locked()
+
+
+def test_out_of_memory_during_capture_is_raised_for_the_pipeline(window_inputs):
+    window = graph_window(window_inputs, FakeGraphs(fail_at="capture", error=torch.cuda.OutOfMemoryError("fake")))
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        decode(window, window_inputs)
+
+
+def test_a_stream_left_capturing_stops_decoding_with_a_message(window_inputs):
+    window = graph_window(window_inputs, FakeGraphs(fail_at="capture-end", still_capturing=True))
+    with pytest.raises(DecodingError, match="restart it"):
+        decode(window, window_inputs)
+
+
+def test_the_state_is_restored_even_when_the_capture_succeeds(window_inputs):
+    """Decoding two windows with one WindowDecoder: each captures afresh and both match eager decoding."""
+    graphs = FakeGraphs()
+    window = graph_window(window_inputs, graphs)
+    first, second = decode(window, window_inputs, 3), decode(window, window_inputs, 4)
+    assert window.modes == [decoding.GRAPH, decoding.GRAPH]
+    assert torch.equal(first, eager_tokens(window_inputs, 3)) and torch.equal(second, eager_tokens(window_inputs, 4))
+
+
+def test_cuda_graphs_setting(monkeypatch, window_inputs):
+    decoder = window_inputs[0]
+    for value, expected in (("1", "1"), ("", "1"), ("0", "0"), (" STRICT ", "strict")):
+        monkeypatch.setenv(decoding.GRAPHS_ENV, value)
+        assert decoding.graph_mode() == expected
+    monkeypatch.setenv(decoding.GRAPHS_ENV, "strict")
+    assert WindowDecoder(decoder).strict and not WindowDecoder(decoder).use_cuda_graph  # the CPU never captures
+    monkeypatch.setenv(decoding.GRAPHS_ENV, "yes")
+    with pytest.raises(DecodingError, match="must be 1 .* 0 .* or strict"):
+        WindowDecoder(decoder)
+
+
+def test_the_cpu_path_touches_no_cuda_call(window_inputs, monkeypatch):
+    def no_cuda(*args, **kwargs):
+        raise AssertionError("a CUDA call on the CPU path")
+
+    for name in ("device", "stream", "Stream", "current_stream", "synchronize", "graph", "CUDAGraph"):
+        monkeypatch.setattr(torch.cuda, name, no_cuda)
+    window = WindowDecoder(window_inputs[0], timed=True)
+    assert torch.equal(decode(window, window_inputs), eager_tokens(window_inputs))
+    assert window.modes == [decoding.EAGER] and set(window.timings[0]) == {"prefill", "capture", "steps",
+                                                                           "step_count"}
