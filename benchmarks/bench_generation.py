@@ -7,9 +7,11 @@ Both decode the same model (random weights in the published layout's shapes,
 built directly in the transformers layout), the same condition prefix, the
 same number of steps, classifier-free guidance 3, top-k 250. "host" is the
 medium model's depth (48 layers) at width 64: it measures the per-step host
-cost that eager decoding pays on any device (audiocraft issue #192). On CUDA the
-table also gives ms per step and its ratio to the bandwidth floor (reading the
-decoder's weights once per step at 3.0 TB/s).
+cost that eager decoding pays on any device (audiocraft issue #192). Our
+steps are timed apart from the prefill and the CUDA-graph capture (shown in
+their own columns); on CUDA the graph must be used (strict capture). The
+floor is the decoder's weights read once per step at the device's copy
+bandwidth, measured in the same run.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ SHAPES = {
     "medium": {"dim": 1536, "num_heads": 24, "num_layers": 48, "hidden_scale": 4},
     "large": {"dim": 2048, "num_heads": 32, "num_layers": 48, "hidden_scale": 4},
 }
-BANDWIDTH = 3.0e12  # bytes/s a device-to-device copy on an H100 was measured to move
+BANDWIDTH = 3.0e12  # bytes/s of an H100's memory, for the CPU table's floor column; GPUs measure their own
 
 
 def build(shape: str, version: str, device: torch.device, root: Path):
@@ -49,18 +51,38 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def ours(model, prefix, steps: int, device) -> float:
+def ours(model, prefix, steps: int, device) -> dict[str, float]:
+    """Our window decode, its phases timed apart (prefill, capture, the replayed steps) on the second run;
+    on CUDA the graph must have been used (strict: a failed capture is an error, not a slower table)."""
     decoder = model.decoder_for()
     plan = decoding.plan_window(torch.zeros((model.facts.codebooks, 0), dtype=torch.long),
                                 steps - model.facts.max_delay, decoder.delays, device)
     settings = decoding.Sampling(top_k=250, classifier_free_guidance=3.0)
-    window = decoding.WindowDecoder(decoder)
-    window.decode(prefix, plan, settings, torch.Generator(device=device).manual_seed(0))  # warm-up, capture
-    synchronize(device)
-    start = time.perf_counter()
+    window = decoding.WindowDecoder(decoder, strict=device.type == "cuda" or None, timed=True)
+    window.decode(prefix, plan, settings, torch.Generator(device=device).manual_seed(0))  # warm-up
     window.decode(prefix, plan, settings, torch.Generator(device=device).manual_seed(1))
-    synchronize(device)
-    return time.perf_counter() - start
+    expected = decoding.GRAPH if device.type == "cuda" else decoding.EAGER
+    if window.modes != [expected, expected]:
+        raise RuntimeError(f"the decode benchmark expected {expected} windows, got {window.modes}")
+    timed = window.timings[-1]
+    return {"total_s": timed["prefill"] + timed["capture"] + timed["steps"], "steps_s": timed["steps"],
+            "prefill_s": timed["prefill"], "capture_s": timed["capture"], "step_count": timed["step_count"],
+            "mode": window.modes[-1]}
+
+
+def copy_bandwidth(device: torch.device, megabytes: int = 1024) -> float:
+    """Bytes per second a device-to-device copy moves (read + write), measured here; 0 on the CPU."""
+    if device.type != "cuda":
+        return 0.0
+    source = torch.empty(megabytes * 2**20, dtype=torch.uint8, device=device)
+    target = torch.empty_like(source)
+    target.copy_(source)
+    torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(10):
+        target.copy_(source)
+    torch.cuda.synchronize(device)
+    return 2 * 10 * source.numel() / (time.perf_counter() - start)
 
 
 def theirs(model, encoded, prefix, steps: int, device) -> float:
@@ -75,20 +97,34 @@ def theirs(model, encoded, prefix, steps: int, device) -> float:
     return time.perf_counter() - start
 
 
-def run(shape: str, version: str, steps: int, device: torch.device) -> dict:
+def run(shape: str, version: str, steps: int, device: torch.device, bandwidth: float | None = None) -> dict:
+    """One shape: our decode (steps timed apart from prefill and capture) against transformers' generate();
+    the floor is the decoder's weights read once per step at `bandwidth` (measured copy bandwidth on a GPU)."""
+    bandwidth = bandwidth or copy_bandwidth(device) or BANDWIDTH
     with tempfile.TemporaryDirectory() as tmp:
         model = build(shape, version, device, Path(tmp))
         encoded = generation.encode_text(model, "benchmark, bpm : 120")
         window = np.zeros((235, 12), np.float32)
         window[:, [0, 4, 7]] = 1
         prefix = generation.condition_prefix(model, encoded, window, guided=True)
-        ours_s = ours(model, prefix.to(model.decoder_for().dtype), steps, device)
+        mine = ours(model, prefix.to(model.decoder_for().dtype), steps, device)
         theirs_s = theirs(model, encoded, prefix.to(model.decoder.dtype), steps, device)
         weights = sum(p.numel() * p.element_size() for p in model.decoder.parameters())
-    row = {"shape": shape, "version": version, "steps": steps, "ours_tps": steps / ours_s,
-           "theirs_tps": steps / theirs_s, "ratio": theirs_s / ours_s, "ours_ms": 1000 * ours_s / steps,
-           "floor_ms": 1000 * weights / BANDWIDTH}
-    return row
+    per_step = mine["steps_s"] / mine["step_count"]
+    return {"shape": shape, "version": version, "steps": steps, "mode": mine["mode"],
+            "ours_tps": 1 / per_step, "theirs_tps": steps / theirs_s, "ratio": theirs_s / steps / per_step,
+            "ours_ms": 1000 * per_step, "prefill_ms": 1000 * mine["prefill_s"], "capture_ms": 1000 * mine["capture_s"],
+            "floor_ms": 1000 * weights / bandwidth, "bandwidth_gbs": bandwidth / 1e9}
+
+
+def print_rows(rows: list[dict]) -> None:
+    print("| shape | version | decoded as | ours (tokens/s, replayed steps) | transformers generate (tokens/s) "
+          "| ratio | ours (ms/step) | prefill (ms) | capture (ms) | bandwidth floor (ms/step) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['shape']} | {r['version']} | {r['mode']} | {r['ours_tps']:.1f} | {r['theirs_tps']:.1f} "
+              f"| {r['ratio']:.2f}x | {r['ours_ms']:.2f} | {r['prefill_ms']:.1f} | {r['capture_ms']:.1f} "
+              f"| {r['floor_ms']:.2f} (at {r['bandwidth_gbs']:.0f} GB/s) |")
 
 
 def main() -> None:
@@ -105,12 +141,7 @@ def main() -> None:
     rows = [run(shape, version, args.steps, device) for shape in (args.shape or ["tiny", "host"])]
     print(f"{args.steps} steps, classifier-free guidance 3, top-k 250, device {device}, "
           f"torch threads {torch.get_num_threads()}")
-    print("| shape | version | ours (tokens/s) | transformers generate (tokens/s) | ratio | ours (ms/step) "
-          "| bandwidth floor (ms/step) |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['shape']} | {r['version']} | {r['ours_tps']:.1f} | {r['theirs_tps']:.1f} | {r['ratio']:.2f}x "
-              f"| {r['ours_ms']:.2f} | {r['floor_ms']:.2f} |")
+    print_rows(rows)
     large = SHAPES["large"]
     positions = 235 + 20 + 1 + 30 * generation.FRAME_RATE + 3  # condition, text, BOS, 30 s, delay
     cache = decoding.kv_cache_bytes(large["num_layers"], large["dim"], rows=2, positions=positions)

@@ -41,12 +41,17 @@ def install_wheels(folder: Path, site: Path = Path("/tmp/site")) -> str:
 
 
 def run_cuda_tests(out: Path, timeout: int) -> list[dict]:
+    """The CUDA tests with a failed capture made an error (REMIXER_CUDA_GRAPHS=strict); pytest's whole
+    output is kept in cuda_tests.log beside the report."""
     report = out / "cuda_tests.xml"
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "cuda",
+    command = [sys.executable, "-m", "pytest", "-v", "-rA", "-p", "no:cacheprovider", "-m", "cuda",
                "tests/test_cuda.py", "tests/test_decoding.py", f"--junitxml={report}"]
+    env = {**os.environ, "REMIXER_CUDA_GRAPHS": "strict"}
     try:
-        subprocess.run(command, cwd=ROOT, timeout=timeout, capture_output=True, text=True)
-    except subprocess.TimeoutExpired:
+        done = subprocess.run(command, cwd=ROOT, timeout=timeout, capture_output=True, text=True, env=env)
+        (out / "cuda_tests.log").write_text(done.stdout + done.stderr)
+    except subprocess.TimeoutExpired as expired:
+        (out / "cuda_tests.log").write_text(f"{expired.stdout or ''}{expired.stderr or ''}\ntimed out after {timeout} s")
         return [{"test": "cuda tests", "result": f"timed out after {timeout} s"}]
     if not report.exists():
         return [{"test": "cuda tests", "result": "no report (pytest did not run)"}]
@@ -62,15 +67,28 @@ def run_cuda_tests(out: Path, timeout: int) -> list[dict]:
     return rows
 
 
-def decode_speed(device, shapes: list[str], steps: int) -> list[dict]:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+def decode_speed(device, shapes: list[str], steps: int, budget: "Budget") -> list[dict]:
     import bench_generation
 
+    bandwidth = bench_generation.copy_bandwidth(device) or None
     rows = []
     for shape in shapes:
         for version in ("chord", "stereo-chord"):
-            rows.append(bench_generation.run(shape, version, steps, device))
+            if budget.left() < 30:
+                rows.append({"shape": shape, "version": version, "skipped": "time budget spent"})
+                continue
+            rows.append(bench_generation.run(shape, version, steps, device, bandwidth))
     return rows
+
+
+class Budget:
+    """The check's time box: each stage starts only with time left, so a short loan still returns figures."""
+
+    def __init__(self, seconds: float):
+        self.end = time.perf_counter() + seconds
+
+    def left(self) -> float:
+        return self.end - time.perf_counter()
 
 
 def timed_request(device, quick: bool, song_seconds: float, generate_seconds: float) -> dict:
@@ -89,7 +107,6 @@ def timed_request(device, quick: bool, song_seconds: float, generate_seconds: fl
         if quick:
             write_all(root)
         else:
-            sys.path.insert(0, str(ROOT / "benchmarks"))
             from bench_pipeline import write_full_weights
 
             write_full_weights(root)
@@ -118,7 +135,8 @@ def timed_request(device, quick: bool, song_seconds: float, generate_seconds: fl
             measured.update(steps=steps, full_steps=full_steps)
             repeats = int(np.ceil(duration / part))
             audio = np.tile(result.audio, (1, repeats))[:, :int(round(duration * generation.SAMPLE_RATE))]
-            return generation.Generated(result.tokens, audio, result.sample_rate, result.seed)
+            measured["decode_modes"] = list(result.decode_modes)
+            return generation.Generated(result.tokens, audio, result.sample_rate, result.seed, result.decode_modes)
 
         generation.generate = partial_generate
         if device.type == "cuda":
@@ -137,9 +155,12 @@ def timed_request(device, quick: bool, song_seconds: float, generate_seconds: fl
             "setup_table": remixer.setup_timings, "timings_s": timings,
             "generation": {"timed_seconds_of_audio": min(song_seconds, generate_seconds),
                            "ms_per_step": 1000 * per_step, "steps_for_the_song": measured["full_steps"],
+                           "decode_modes": measured["decode_modes"],
                            "extrapolated": song_seconds > generate_seconds},
             "total_s": sum(timings.values()),
-            "peak_gpu_memory_gb": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None,
+            "peak_gpu_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+            "peak_gpu_reserved_gb": torch.cuda.max_memory_reserved(device) / 2**30 if device.type == "cuda" else None,
+            "gpu_free_gb_after": torch.cuda.mem_get_info(device)[0] / 2**30 if device.type == "cuda" else None,
         }
 
 
@@ -154,6 +175,7 @@ def main() -> int:
     parser.add_argument("--generate-seconds", type=float, default=None)
     parser.add_argument("--steps", type=int, default=None, help="decode steps per speed measurement")
     parser.add_argument("--test-timeout", type=int, default=240)
+    parser.add_argument("--budget-s", type=float, default=420, help="time box for all stages (default 7 min)")
     args = parser.parse_args()
     args.out = args.out or Path(os.environ.get("OUT") or tempfile.mkdtemp(prefix="gpu-check-"))
     args.out.mkdir(parents=True, exist_ok=True)
@@ -173,13 +195,17 @@ def main() -> int:
     steps = args.steps or (20 if quick else 250)
     shapes = ["tiny"] if quick else ["medium", "large"]
 
+    budget = Budget(args.budget_s)
     stage = time.perf_counter()
-    results["cuda_tests"] = run_cuda_tests(args.out, args.test_timeout)
+    results["cuda_tests"] = run_cuda_tests(args.out, int(min(args.test_timeout, max(budget.left() * 0.4, 30))))
     results["cuda_tests_s"] = time.perf_counter() - stage
     (args.out / "gpu_check.json").write_text(json.dumps(results, indent=1, default=str))
-    results["decode_speed"] = decode_speed(device, shapes, steps)
+    results["decode_speed"] = decode_speed(device, shapes, steps, budget)
     (args.out / "gpu_check.json").write_text(json.dumps(results, indent=1, default=str))
-    results["request"] = timed_request(device, quick, song_seconds, generate_seconds)
+    if budget.left() > 20:
+        results["request"] = timed_request(device, quick, song_seconds, generate_seconds)
+    else:
+        results["request"] = {"skipped": "time budget spent"}
     (args.out / "gpu_check.json").write_text(json.dumps(results, indent=1, default=str))
     print(f"results: {args.out / 'gpu_check.json'}")
     print_table(results)
@@ -188,6 +214,8 @@ def main() -> int:
 
 
 def print_table(results: dict) -> None:
+    import bench_generation
+
     env = results["environment"]
     print(f"GPU check {results['date']}: {env['card']} ({env['device']}), torch {env['torch']}, "
           f"python {env['python']}")
@@ -195,13 +223,16 @@ def print_table(results: dict) -> None:
     print("|---|---|")
     for row in results["cuda_tests"]:
         print(f"| {row['test']} | {row['result']} |")
-    print("| shape | version | ours (tokens/s) | transformers generate (tokens/s) | ratio | ours (ms/step) "
-          "| bandwidth floor (ms/step) |")
-    print("|---|---|---|---|---|---|---|")
+    speed = [r for r in results["decode_speed"] if "skipped" not in r]
+    bench_generation.print_rows(speed)
     for r in results["decode_speed"]:
-        print(f"| {r['shape']} | {r['version']} | {r['ours_tps']:.1f} | {r['theirs_tps']:.1f} | {r['ratio']:.2f}x "
-              f"| {r['ours_ms']:.2f} | {r['floor_ms']:.2f} |")
+        if "skipped" in r:
+            print(f"| {r['shape']} | {r['version']} | skipped: {r['skipped']} |")
     request = results["request"]
+    if "skipped" in request:
+        print(f"| whole request | skipped: {request['skipped']} |")
+        print("setup: not measured (time budget spent)")
+        return
     note = " (extrapolated from {timed_seconds_of_audio:g} s)".format(**request["generation"]) \
         if request["generation"]["extrapolated"] else ""
     print(f"| request stage ({request['song_seconds']:g} s song, {request['weights']}) | seconds |")
@@ -210,9 +241,10 @@ def print_table(results: dict) -> None:
         print(f"| {name}{note if name == 'generate' else ''} | {seconds:.1f} |")
     print(f"| total | {request['total_s']:.1f} |")
     peak = request["peak_gpu_memory_gb"]
-    print(f"setup {request['setup_s']:.1f} s; generation {request['generation']['ms_per_step']:.2f} ms per step; "
-          f"peak GPU memory {peak:.1f} GB" if peak is not None else
-          f"setup {request['setup_s']:.1f} s; generation {request['generation']['ms_per_step']:.2f} ms per step")
+    memory = (f"; GPU memory peak {peak:.1f} GB allocated, {request['peak_gpu_reserved_gb']:.1f} GB reserved, "
+              f"{request['gpu_free_gb_after']:.1f} GB free after" if peak is not None else "")
+    print(f"setup {request['setup_s']:.1f} s; generation {request['generation']['ms_per_step']:.2f} ms per step"
+          f"{memory}")
 
 
 if __name__ == "__main__":

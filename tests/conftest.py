@@ -25,6 +25,23 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def exact_cuda_math(request):
+    """CUDA-vs-CPU comparisons without TF32: cuDNN convolutions (demucs, EnCodec, MBD, All-In-One) use TF32
+    by default on Ampere and later, which keeps 10 mantissa bits and would need tolerances 100x looser."""
+    if "cuda" not in request.keywords:
+        yield
+        return
+    import torch
+
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def _shared_testdata() -> Path:
     """Reference fixtures: $REMIXER_TESTDATA, else ../shared/testdata beside the checkout."""
     candidates = [os.environ.get("REMIXER_TESTDATA"), Path(__file__).resolve().parents[2] / "shared" / "testdata",

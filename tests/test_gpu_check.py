@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,10 +12,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_gpu_check_dry_run_on_the_cpu(tmp_path):
-    done = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--device", "cpu", "--quick",
-                           "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    # Neither --out nor $OUT: the results go to a temporary folder (here under tmp_path), not the checkout.
+    env = {k: v for k, v in os.environ.items() if k != "OUT"} | {"TMPDIR": str(tmp_path)}
+    before = set(ROOT.iterdir())
+    done = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--device", "cpu", "--quick"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
-    results = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert set(ROOT.iterdir()) == before
+    (out,) = tmp_path.glob("gpu-check-*")
+    assert f"results: {out / 'gpu_check.json'}" in done.stdout
+    results = json.loads((out / "gpu_check.json").read_text())
+    assert "test_cuda_graph_replay_equals_the_eager_static_step_in_float16" in (out / "cuda_tests.log").read_text()
     # Every CUDA test was collected and reported (skipped on this CPU), none failed to run.
     names = {row["test"] for row in results["cuda_tests"]}
     assert {"test_separation_on_cuda_matches_the_cpu", "test_whole_remix_on_cuda_and_out_of_memory_then_recovery",
@@ -23,6 +31,8 @@ def test_gpu_check_dry_run_on_the_cpu(tmp_path):
     assert [(r["shape"], r["version"]) for r in results["decode_speed"]] == [("tiny", "chord"),
                                                                            ("tiny", "stereo-chord")]
     assert all(r["ours_tps"] > 0 and r["theirs_tps"] > 0 for r in results["decode_speed"])
+    # Our steps timed apart from prefill and capture; the CPU decodes eagerly (a GPU must show cuda-graph).
+    assert all(r["mode"] == "eager" and r["prefill_ms"] > 0 for r in results["decode_speed"])
     request = results["request"]
     assert request["song_seconds"] == 4.0 and request["generation"]["extrapolated"] is True
     assert {"separate", "rhythm", "chords", "generate", "beat-sync", "mix"} <= set(request["timings_s"])
