@@ -61,6 +61,8 @@ class Predictor(BasePredictor):
         start_time: Optional[float] = _input("start_time"),
         end_time: Optional[float] = _input("end_time"),
         chords: Optional[str] = _input("chords"),
+        takes: int = _input("takes"),
+        return_takes: bool = _input("return_takes"),
     ) -> List[Path]:
         values = {name: value for name, value in locals().items() if name in SPECS}
         # Called in-process, omitted arguments arrive as cog's FieldInfo: use their defaults.

@@ -43,6 +43,8 @@ class SongAnalysis:
     model_version: str = ""
     seed: int | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    fidelity: dict | None = None  # the returned remix's numbers (remixer.fidelity.Fidelity.as_dict)
+    takes: list[dict] = field(default_factory=list)  # every take, best first
 
     @property
     def meter(self) -> int | None:
@@ -72,6 +74,8 @@ class SongAnalysis:
             "model_version": self.model_version,
             "seed": self.seed,
             "timings": {name: round(seconds, 3) for name, seconds in self.timings.items()},
+            "fidelity": self.fidelity,
+            "takes": self.takes,
         }
 
 

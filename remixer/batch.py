@@ -159,7 +159,8 @@ class RemixWorker:
         else:
             outcome.update(status="ok", outputs={name: path.name for name, path in result.named_outputs.items()},
                            seed=result.seed, duration=round(result.analysis.duration, 3),
-                           timings={name: round(s, 3) for name, s in result.timings.items()})
+                           timings={name: round(s, 3) for name, s in result.timings.items()},
+                           fidelity=result.analysis.fidelity, takes=result.analysis.takes)
         if outcome["status"] != "ok":
             shutil.rmtree(staging, ignore_errors=True)
         outcome["elapsed"] = round(time.perf_counter() - start, 3)
@@ -424,7 +425,8 @@ def _finish(row: Row, attempt: int, death: str | None, outcome: dict[str, Any], 
     record = {
         "id": row.id, "row": row.number, "status": outcome["status"], "error": outcome.get("error"),
         "outputs": outputs, "seed": outcome.get("seed"), "duration": outcome.get("duration"),
-        "elapsed": outcome.get("elapsed"), "timings": outcome.get("timings", {}), "attempts": attempt,
+        "elapsed": outcome.get("elapsed"), "timings": outcome.get("timings", {}),
+        "fidelity": outcome.get("fidelity"), "takes": outcome.get("takes", []), "attempts": attempt,
         "retried_because": death, "worker": outcome.get("worker"), "music_input": str(row.request.music_input),
         "prompt": row.request.prompt, "input_hash": row.input_hash,
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -108,6 +108,20 @@ def _frame(seconds: float) -> int:
     return int(math.floor(seconds / FRAME_SECONDS + 0.5))
 
 
+def harte(label: str) -> str:
+    """A chord label in Harte syntax (what mir_eval reads): 'Am' -> 'A:min', 'G7' -> 'G:7', BTC's 'C' ->
+    'C:maj'; N and X stay. Inversions and added tones are dropped (they do not change majmin or tetrads)."""
+    token = label.strip()
+    if token in {"N", "X"}:
+        return token
+    chord_to_pitch_classes(token)  # raises ChordError for a label we cannot read
+    match = _LABEL.match(token)
+    quality = _ALIASES.get(match["quality"], match["quality"])
+    if quality == "" and match["extensions"] is not None:
+        quality = "maj"
+    return f"{match['root']}{match['accidentals']}:{quality}"
+
+
 def frame_count(duration: float) -> int:
     """Chroma frames covering `duration` seconds (235 for 30 s)."""
     return max(1, math.ceil(duration / FRAME_SECONDS - 1e-6))

@@ -95,9 +95,19 @@ def summary(result) -> str:
     sections = ", ".join(dict.fromkeys(s.label for s in found.sections)) or "none found"
     chords = " ".join(dict.fromkeys(c.label for c in found.chords if c.label not in {"N", "X"})) or "none"
     stages = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in result.timings.items())
-    return (f"song: {tempo}{meter}, {len(found.downbeats)} bars; sections: {sections}\n"
-            f"chords ({'given' if found.chords_given else 'recognised'}): {chords}\n"
-            f"stages: {stages}")
+    lines = [f"song: {tempo}{meter}, {len(found.downbeats)} bars; sections: {sections}",
+             f"chords ({'given' if found.chords_given else 'recognised'}): {chords}"]
+    if result.fidelity is not None:
+        lines.append(f"fidelity: {result.fidelity.summary()}")
+        unmeasured = sorted(set(result.fidelity.reasons.values()))
+        if unmeasured:
+            lines.append(f"  not measured: {'; '.join(unmeasured)}")
+    if len(result.takes) > 1:
+        lines.append("takes (best first): " + ", ".join(
+            f"take {t.index} score {t.fidelity.score:.2f}{' (returned)' if t.rank == 1 else ''}"
+            for t in result.takes))
+    lines.append(f"stages: {stages}")
+    return "\n".join(lines)
 
 
 def _batch_parser() -> argparse.ArgumentParser:

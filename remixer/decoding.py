@@ -262,30 +262,44 @@ class KVCache:
 
 @dataclass
 class WindowPlan:
-    """The delayed grid of one window: tokens, which positions are fixed, where generation starts."""
+    """The delayed grid of one window, for each take: tokens, which positions are fixed, where generation
+    starts. Takes share the layout (`fixed`, `first`); each has its own prompt."""
 
-    grid: torch.Tensor  # (K, positions) long: BOS, prompt and padding filled, the rest to generate
+    grid: torch.Tensor  # (takes, K, positions) long: BOS, prompt and padding filled, the rest to generate
     fixed: torch.Tensor  # (K, positions) bool: True where the grid's value is given
     first: int  # first position with a token to generate
     frames: int  # frames of the window (prompt + new)
 
+    @property
+    def takes(self) -> int:
+        return self.grid.shape[0]
 
-def plan_window(prompt: torch.Tensor, new_frames: int, delays: list[int], device) -> WindowPlan:
-    """`prompt` (K, L) aligned codes known at the window's start; `new_frames` to generate after them."""
-    codebooks, known = prompt.shape
+
+def plan_window(prompt: torch.Tensor, new_frames: int, delays: list[int], device, takes: int = 1) -> WindowPlan:
+    """`prompt` aligned codes known at the window's start, (K, L) shared by `takes` takes or (takes, K, L)
+    one per take; `new_frames` to generate after them."""
+    prompts = prompt[None].expand(takes, -1, -1) if prompt.dim() == 2 else prompt
+    count, codebooks, known = prompts.shape
     frames = known + new_frames
     positions = 1 + frames + max(delays)
-    grid = torch.full((codebooks, positions), SPECIAL, dtype=torch.long)
+    grid = torch.full((count, codebooks, positions), SPECIAL, dtype=torch.long)
     fixed = torch.ones((codebooks, positions), dtype=torch.bool)
     for k, delay in enumerate(delays):
-        grid[k, 1 + delay:1 + delay + known] = prompt[k]
+        grid[:, k, 1 + delay:1 + delay + known] = prompts[:, k]
         fixed[k, 1 + delay + known:1 + delay + frames] = False
     return WindowPlan(grid.to(device), fixed.to(device), 1 + known, frames)
 
 
 def aligned(grid: torch.Tensor, delays: list[int], frames: int) -> torch.Tensor:
-    """The delayed grid -> aligned codes (K, frames)."""
-    return torch.stack([grid[k, 1 + d:1 + d + frames] for k, d in enumerate(delays)])
+    """The delayed grid -> aligned codes: (K, positions) -> (K, frames), (takes, K, positions) -> (takes, K,
+    frames)."""
+    return torch.stack([grid[..., k, 1 + d:1 + d + frames] for k, d in enumerate(delays)], dim=-2)
+
+
+def rows_for(takes: torch.Tensor, guided: bool) -> torch.Tensor:
+    """Per-take tensors (takes, ...) -> the decoder's rows: the takes under the condition, then (guided)
+    the same takes under the null condition."""
+    return torch.cat([takes, takes]) if guided else takes
 
 
 ProgressCallback = Callable[[int], None]
@@ -349,7 +363,8 @@ class WindowDecoder:
     @torch.inference_mode()
     def decode(self, prefix: torch.Tensor, plan: WindowPlan, settings: Sampling,
                generator: torch.Generator | None, progress: ProgressCallback | None = None) -> torch.Tensor:
-        """prefix (rows, C, D): the condition (and the null row under guidance). Returns aligned (K, frames)."""
+        """prefix (1 or 2, C, D): the condition (and the null row under guidance), shared by every take of
+        `plan`. Returns aligned codes (takes, K, frames); all takes are decoded together, one batch of rows."""
         on_device = self.graphs.device_context() if self.graphs is not None else contextlib.nullcontext()
         with on_device:  # every allocation, stream and kernel of the window on the model's device
             return self._decode(prefix, plan, settings, generator, progress)
@@ -357,18 +372,20 @@ class WindowDecoder:
     def _decode(self, prefix, plan, settings, generator, progress) -> torch.Tensor:
         decoder = self.decoder
         guided = settings.guided
-        rows = 2 if guided else 1
-        if prefix.shape[0] != rows:
-            raise ValueError(f"a {'guided' if guided else 'plain'} window needs {rows} prefix rows")
+        if prefix.shape[0] != (2 if guided else 1):
+            raise ValueError(f"a {'guided' if guided else 'plain'} window needs {2 if guided else 1} prefix rows")
         clock = _Clock(self.timed, self.graphs)
-        positions = plan.grid.shape[1]
+        takes, positions = plan.takes, plan.grid.shape[2]
+        rows = takes * (2 if guided else 1)
         length = prefix.shape[1] + positions
         cache = KVCache(decoder, rows, length)
         table = decoder.positional(length)
         grid = plan.grid.clone()
+        # One condition for every take: the condition rows, then (guided) the null rows.
+        prefix = torch.cat([part.expand(takes, -1, -1) for part in prefix.split(1)])
 
-        # Prefill: the condition and every grid position before the first token to generate.
-        tokens = grid[None, :, :plan.first].expand(rows, -1, -1)
+        # Prefill, all rows in one forward: the condition and every grid position before the first to generate.
+        tokens = rows_for(grid[:, :, :plan.first], guided)
         hidden = torch.cat([prefix.to(decoder.dtype), decoder.embed(tokens)], dim=1)
         hidden = hidden + table[:hidden.shape[1]]
         out = decoder.forward(hidden, 0, cache, causal=True)
@@ -401,21 +418,19 @@ class WindowDecoder:
     def _choose(self, state: "_StepState", settings: Sampling, generator, guided: bool,
                 eager: bool) -> None:
         """Sample the grid position being chosen from `state.logits`, keep fixed values, write it to the grid."""
-        logits = state.logits
+        logits = state.logits  # (rows, K, card)
         if guided:
-            condition, null = logits[0], logits[1]
+            condition, null = logits.chunk(2)
             logits = null + (condition - null) * settings.classifier_free_guidance
-        else:
-            logits = logits[0]
-        drawn = sample(logits, settings, generator)  # (K,)
+        drawn = sample(logits, settings, generator)  # (takes, K): one draw sequence for all takes
         if eager:
             p = state.at
-            state.grid[:, p] = torch.where(state.fixed[:, p], state.grid[:, p], drawn)
+            state.grid[:, :, p] = torch.where(state.fixed[:, p], state.grid[:, :, p], drawn)
             return
         position = state.position[None]
-        column = state.grid.index_select(1, position)[:, 0]
+        column = state.grid.index_select(2, position)[..., 0]
         fixed = state.fixed.index_select(1, position)[:, 0]
-        state.grid.index_copy_(1, position, torch.where(fixed, column, drawn)[:, None])
+        state.grid.index_copy_(2, position, torch.where(fixed, column, drawn)[..., None])
 
     def _step(self, state: "_StepState", settings: Sampling, generator, guided: bool,
               eager: bool) -> None:
@@ -425,16 +440,15 @@ class WindowDecoder:
         device tensor advanced on the device, so a captured graph replays it.
         """
         decoder = self.decoder
-        rows = state.logits.shape[0]
         if eager:
-            column = state.grid[:, state.at:state.at + 1]
+            column = state.grid[:, :, state.at:state.at + 1]
             index = state.prefix_length + state.at
             positional = state.table[index:index + 1]
         else:
-            column = state.grid.index_select(1, state.position[None])  # (K, 1)
+            column = state.grid.index_select(2, state.position[None])  # (takes, K, 1)
             index = state.prefix_length + state.position
             positional = state.table.index_select(0, index[None])
-        hidden = decoder.embed(column[None].expand(rows, -1, -1)) + positional
+        hidden = decoder.embed(rows_for(column, guided)) + positional
         if eager:
             last = decoder.step_eager(hidden[:, 0], index, state.cache)
         else:

@@ -120,6 +120,9 @@ def condition_prefix(model: ChordModel, text: EncodedText, window: np.ndarray, g
     return torch.cat([condition, torch.zeros_like(condition)]) if guided else condition
 
 
+MAX_TAKES = 4
+
+
 def generate(
     model: ChordModel,
     prompt: str,
@@ -130,10 +133,29 @@ def generate(
     bpm: float | None = None,
     progress: ProgressCallback | None = None,
 ) -> Generated:
-    """Generate `duration` seconds conditioned on the prompt and the song's whole chord chroma."""
+    """Generate `duration` seconds conditioned on the prompt and the song's whole chord chroma (one take)."""
+    return generate_takes(model, prompt, chroma, duration, sampling, seed=seed, bpm=bpm, progress=progress)[0]
+
+
+def generate_takes(
+    model: ChordModel,
+    prompt: str,
+    chroma: np.ndarray,
+    duration: float,
+    sampling: Sampling = Sampling(),
+    seed: int | None = None,
+    bpm: float | None = None,
+    progress: ProgressCallback | None = None,
+    takes: int = 1,
+) -> list[Generated]:
+    """`takes` versions of the same request, decoded together as one batch (one T5 encoding, one decode
+    per window for all of them, one CUDA graph on GPUs), each from its own draws of one seeded generator.
+    One take draws exactly what a request without takes draws."""
     facts = model.facts
     if duration <= 0:
         raise GenerationError("nothing to generate: the song has no duration")
+    if not 1 <= takes <= MAX_TAKES:
+        raise GenerationError(f"takes must be 1 to {MAX_TAKES}, got {takes}")
     text = build_prompt(prompt, bpm)
     seed = choose_seed(seed)
     total_frames = math.ceil(duration * FRAME_RATE)
@@ -155,22 +177,23 @@ def generate(
     decoder = model.decoder_for()
     window_decoder = decoding.WindowDecoder(decoder)
     generator = torch.Generator(device=model.device).manual_seed(seed)
-    codes = torch.zeros((facts.codebooks, 0), dtype=torch.long)
+    codes = torch.zeros((takes, facts.codebooks, 0), dtype=torch.long)
     for index, (window, new_frames) in enumerate(zip(windows, new_per_window)):
         prefix = condition_prefix(model, encoded, window, guided)
-        prompt = codes[:, -prompt_frames:] if index > 0 else codes
+        prompt = codes[:, :, -prompt_frames:] if index > 0 else codes
         plan = decoding.plan_window(prompt, new_frames, decoder.delays, model.device)
         before = done
         window_codes = window_decoder.decode(prefix, plan, sampling, generator,
                                              progress=lambda chosen: step_to(before + chosen))
-        codes = torch.cat([codes, window_codes[:, prompt.shape[1]:].cpu()], dim=1)
-        log.info("generation: window %d/%d done (%.0f s of %.0f s; %s)", index + 1, len(starts),
-                 min(codes.shape[1] / FRAME_RATE, duration), duration, window_decoder.modes[-1])
-    codes = codes[:, :total_frames]
-    audio = decode_tokens(model, codes)
+        codes = torch.cat([codes, window_codes[:, :, prompt.shape[2]:].cpu()], dim=2)
+        log.info("generation: window %d/%d done (%.0f s of %.0f s%s; %s)", index + 1, len(starts),
+                 min(codes.shape[2] / FRAME_RATE, duration), duration, f", {takes} takes" if takes > 1 else "",
+                 window_decoder.modes[-1])
+    codes = codes[:, :, :total_frames]
     samples = int(round(duration * SAMPLE_RATE))
-    audio = _fit_length(audio, samples)
-    return Generated(codes, audio, SAMPLE_RATE, seed, tuple(window_decoder.modes))
+    modes = tuple(window_decoder.modes)
+    return [Generated(take, _fit_length(decode_tokens(model, take), samples), SAMPLE_RATE, seed, modes)
+            for take in codes]
 
 
 def decode_tokens(model: ChordModel, codes: torch.Tensor) -> np.ndarray:

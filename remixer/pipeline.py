@@ -19,8 +19,10 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from remixer import audio, beatsync, chords, conversion, generation, mbd, mix, models, musicgen, rhythm, separation, weights
+from remixer import (audio, beatsync, chords, conversion, decoding, fidelity, generation, mbd, mix, models, musicgen,
+                     rhythm, separation, weights)
 from remixer.analysis import SongAnalysis, render_png, write_json
+from remixer.fidelity import Fidelity
 from remixer.device import pick_device
 from remixer.errors import RemixerError
 from remixer.request import MIN_SECTION_S, RemixRequest, RequestError
@@ -50,20 +52,48 @@ class RemixResult:
     stems: dict[str, Path] = field(default_factory=dict)  # drums, bass, other (the new band), vocals (the song's)
     analysis_json: Path | None = None
     analysis_png: Path | None = None
+    fidelity: Fidelity | None = None  # the returned remix's
+    takes: list[TakeReport] = field(default_factory=list)  # every take, best first
+    take_outputs: dict[str, Path] = field(default_factory=dict)  # take2 ... takeN (return_takes), best first
 
     @property
     def outputs(self) -> list[Path]:
-        """In the predictor's order: remix, instrumental, stems, analysis.json, analysis.png."""
+        """In the predictor's order: remix, instrumental, stems, analysis.json, analysis.png, take2 .. takeN."""
         return list(self.named_outputs.values())
 
     @property
     def named_outputs(self) -> dict[str, Path]:
-        """The outputs by name (remix, instrumental, drums, bass, other, vocals, analysis_json, analysis_png),
-        in the predictor's order; those not asked for are left out."""
+        """The outputs by name (remix, instrumental, drums, bass, other, vocals, analysis_json, analysis_png,
+        take2 ... takeN), in the predictor's order; those not asked for are left out."""
         named = {"remix": self.remix, "instrumental": self.instrumental,
                  **{name: self.stems.get(name) for name in STEM_OUTPUTS},
-                 "analysis_json": self.analysis_json, "analysis_png": self.analysis_png}
+                 "analysis_json": self.analysis_json, "analysis_png": self.analysis_png, **self.take_outputs}
         return {name: path for name, path in named.items() if path is not None}
+
+
+@dataclass(frozen=True)
+class TakeReport:
+    """One take of a request: its place in the batched decode, its rank, its fidelity."""
+
+    index: int  # 1-based position in the batched decode (with the seed, what reproduces it)
+    rank: int  # 1 = the remix returned
+    seed: int
+    fidelity: Fidelity
+
+    def as_dict(self) -> dict:
+        return {"index": self.index, "rank": self.rank, "seed": self.seed, "chosen": self.rank == 1,
+                **self.fidelity.as_dict()}
+
+
+@dataclass
+class _Take:
+    """A take through the stages after generation."""
+
+    index: int
+    generated: generation.Generated
+    instrumental: np.ndarray | None = None
+    band: dict[str, np.ndarray] | None = None
+    fidelity: Fidelity | None = None
 
 
 ProgressCallback = Callable[[int, int], None]
@@ -186,21 +216,38 @@ class Remixer:
             with _stage("load model", timings):
                 model = self.load_version(request.model_version)
                 diffusion = self.load_mbd() if request.multi_band_diffusion else None
+            check_memory(model, request.takes, duration)
             with _stage("generate", timings):
-                generated = generation.generate(
+                generated = generation.generate_takes(
                     model, request.prompt, chroma, duration,
                     generation.Sampling(request.top_k, request.top_p, request.temperature,
                                         request.classifier_free_guidance),
-                    seed=request.seed, bpm=song_rhythm.bpm, progress=progress,
+                    seed=request.seed, bpm=song_rhythm.bpm, progress=progress, takes=request.takes,
                 )
-            instrumental = generated.audio
-            if diffusion is not None:
-                with _stage("MBD", timings):
-                    instrumental = mbd.decode_tokens(model, diffusion, generated.tokens, instrumental,
-                                                     generated.seed)
-            with _stage("beat-sync", timings):
-                instrumental, band = self._beat_sync(instrumental, song_rhythm, request.beat_sync_threshold,
-                                                     request.return_stems)
+            takes = [_Take(index, result) for index, result in enumerate(generated, start=1)]
+            for take in takes:
+                take.instrumental = take.generated.audio
+                if diffusion is not None:
+                    with _stage("MBD", timings):
+                        take.instrumental = mbd.decode_tokens(model, diffusion, take.generated.tokens,
+                                                              take.instrumental, take.generated.seed)
+                with _stage("beat-sync", timings):
+                    synced = self._beat_sync(take.instrumental, song_rhythm, request.beat_sync_threshold,
+                                             request.return_stems)
+                    take.instrumental, take.band = synced.instrumental, synced.band
+                with _stage("fidelity", timings):
+                    take.fidelity = self._fidelity(synced, song_rhythm, segments, duration,
+                                                   request.large_chord_voca)
+                log.info("fidelity%s: %s", f" of take {take.index}" if len(takes) > 1 else "",
+                         take.fidelity.summary())
+            # Best first; equal scores keep decode order (one take: itself).
+            ranked = sorted(takes, key=lambda t: -t.fidelity.score)
+            reports = [TakeReport(t.index, rank, t.generated.seed, t.fidelity) for rank, t in enumerate(ranked, 1)]
+            if len(takes) > 1:
+                log.info("takes ranked by fidelity score: %s; returning take %d",
+                         ", ".join(f"take {r.index} {r.fidelity.score:.2f}" for r in reports), ranked[0].index)
+            chosen = ranked[0]
+            instrumental, band = chosen.instrumental, chosen.band
             with _stage("mix", timings):
                 vocals = mix.prepare_vocals(stems.vocals, separation.SAMPLE_RATE, musicgen.SAMPLE_RATE,
                                             instrumental.shape[0], instrumental.shape[1])
@@ -222,27 +269,39 @@ class Remixer:
                                                           work / f"{name}.{suffix}", suffix)
                     written["vocals"] = audio.write_audio(mix.vocals_as_mixed(instrumental, vocals, remixed),
                                                           rate, work / f"vocals.{suffix}", suffix)
-            analysis = _song_analysis(song_rhythm, segments, duration, offset, request, generated.seed, timings)
+            analysis = _song_analysis(song_rhythm, segments, duration, offset, request, chosen.generated.seed,
+                                      timings)
+            analysis.fidelity = chosen.fidelity.as_dict()
+            analysis.takes = [report.as_dict() for report in reports]
             if request.return_analysis:
                 with _stage("analysis", timings):
                     analysis.timings = dict(timings)
                     written["analysis_json"] = write_json(analysis, work / "analysis.json")
                     written["analysis_png"] = render_png(analysis, song.samples, song.sample_rate,
                                                          work / "analysis.png")
+            if request.return_takes:
+                with _stage("other takes", timings):
+                    for rank, take in enumerate(ranked[1:], start=2):
+                        other = mix.mix(take.instrumental, vocals, rate, request.normalization_strategy)
+                        written[f"take{rank}"] = audio.write_audio(other, rate, work / f"take{rank}.{suffix}", suffix)
             moved = {name: _move(path, output_dir) for name, path in written.items()}
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        log.info("remix done in %.1f s (seed %d)", sum(timings.values()), generated.seed)
-        return RemixResult(moved["remix"], moved.get("instrumental"), analysis, generated.seed,
+        log.info("remix done in %.1f s (seed %d)", sum(timings.values()), chosen.generated.seed)
+        return RemixResult(moved["remix"], moved.get("instrumental"), analysis, chosen.generated.seed,
                            musicgen.SAMPLE_RATE, timings,
                            stems={name: moved[name] for name in STEM_OUTPUTS if name in moved},
-                           analysis_json=moved.get("analysis_json"), analysis_png=moved.get("analysis_png"))
+                           analysis_json=moved.get("analysis_json"), analysis_png=moved.get("analysis_png"),
+                           fidelity=chosen.fidelity, takes=reports,
+                           take_outputs={name: path for name, path in moved.items() if name.startswith("take")})
 
     def _beat_sync(self, instrumental: np.ndarray, song: rhythm.Rhythm, threshold: float | None,
-                   want_band: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
+                   want_band: bool = False) -> "_Synced":
         """The instrumental synced to the song's downbeats, and (asked) its drums, bass and other parts
-        synced with the very same time map. The instrumental is separated at most once."""
+        synced with the very same time map. The instrumental is separated at most once; its stems and
+        rhythm are kept for the fidelity measure."""
         separated = generated = None
+        why_not = ""
         if len(song.downbeats) >= 2:
             # All-In-One reads demucs stems, so the new instrumental is separated too
             # (see remixer.rhythm); it has no vocals, the song's are mixed in later.
@@ -252,6 +311,7 @@ class Remixer:
                 log.info("beat-sync skipped: no downbeats found in the generated music")
         else:
             log.info("beat-sync skipped: no downbeats found in the song")
+            why_not = "no downbeats were found in the song, so the new music was not synced nor analysed"
         band = None
         if want_band:
             if separated is None:
@@ -259,17 +319,85 @@ class Remixer:
             band = {name: mix.conform(separated[name], separation.SAMPLE_RATE, musicgen.SAMPLE_RATE,
                                       *instrumental.shape) for name in ("drums", "bass")}
         if generated is None or len(generated.downbeats) < 2:
-            return instrumental, _with_other(instrumental, band)
+            return _Synced(instrumental, _with_other(instrumental, band), None, separated, generated, why_not)
+        plan = beatsync.plan_sync(generated.downbeats, song.downbeats, threshold, song.bpm)
         if band is None:
-            return beatsync.sync_to_downbeats(instrumental, musicgen.SAMPLE_RATE, generated.downbeats,
-                                              song.downbeats, threshold=threshold, bpm=song.bpm), None
+            synced = beatsync.sync_to_downbeats(instrumental, musicgen.SAMPLE_RATE, generated.downbeats,
+                                                song.downbeats, threshold=threshold, bpm=song.bpm)
+            return _Synced(synced, None, plan, separated, generated)
         channels = instrumental.shape[0]
         stacked = np.concatenate([instrumental, band["drums"], band["bass"]])
         synced = beatsync.sync_to_downbeats(stacked, musicgen.SAMPLE_RATE, generated.downbeats, song.downbeats,
                                             threshold=threshold, bpm=song.bpm, search_channels=channels)
         instrumental = synced[:channels]
         band = {"drums": synced[channels:2 * channels], "bass": synced[2 * channels:]}
-        return instrumental, _with_other(instrumental, band)
+        return _Synced(instrumental, _with_other(instrumental, band), plan, separated, generated)
+
+    def _fidelity(self, synced: "_Synced", song: rhythm.Rhythm, song_chords, duration: float,
+                  large_vocabulary: bool) -> Fidelity:
+        """The synced take against the song: BTC on the stems beat-sync already separated, the beats its
+        rhythm pass found, both through the sync's time map (nothing is separated or analysed again)."""
+        if synced.separated is None or synced.rhythm is None:
+            return fidelity.measure(song_chords, song.beats, None, None, fidelity.identity, duration,
+                                    why_not=synced.why_not or "the new music was not analysed")
+        recognizer = self.recognizers[large_vocabulary]
+        generated_chords = recognizer.recognize(synced.separated.drumless, separation.SAMPLE_RATE)
+        time_map = synced.plan.map_time if synced.plan is not None else fidelity.identity
+        return fidelity.measure(song_chords, song.beats, generated_chords, synced.rhythm.beats, time_map, duration)
+
+
+@dataclass
+class _Synced:
+    instrumental: np.ndarray
+    band: dict[str, np.ndarray] | None
+    plan: beatsync.SyncPlan | None  # generated time -> song time; None: not moved
+    separated: separation.Stems | None  # the new music's stems, when beat-sync separated it
+    rhythm: rhythm.Rhythm | None  # the new music's rhythm, when analysed
+    why_not: str = ""
+
+
+def check_memory(model: models.ChordModel, takes: int, duration: float) -> None:
+    """Refuse, before decoding, a request whose takes' KV cache cannot fit the device, saying what fits."""
+    need = decode_bytes(model, takes, duration)
+    free = free_bytes(model.device)
+    if free is None or need <= free:
+        return
+    fits = max(n for n in range(0, takes + 1) if n == 0 or decode_bytes(model, n, duration) <= free)
+    advice = (f"ask for takes={fits}" if fits >= 1 else
+              "use a smaller model_version or a shorter song (start_time/end_time)")
+    raise RemixerError(f"{takes} take(s) of {model.facts.version} need about {need / 2**30:.1f} GiB of "
+                       f"{model.device.type.upper()} memory for decoding, but {free / 2**30:.1f} GiB is free: "
+                       f"{advice}")
+
+
+def decode_bytes(model: models.ChordModel, takes: int, duration: float) -> int:
+    """Memory one window's decode holds for `takes` takes: the KV cache of every row (guidance doubles the
+    rows) over the window's positions, the step's logits and attention scores."""
+    facts = model.facts
+    decoder = model.decoder_for()
+    rows = 2 * takes
+    window = min(duration, chords.WINDOW_SECONDS)
+    positions = model.config.chroma_length + generation.MAX_PROMPT_TOKENS + 1 + \
+        int(window * musicgen.FRAME_RATE) + facts.max_delay
+    value = torch.tensor([], dtype=decoder.dtype).element_size()
+    cache = decoding.kv_cache_bytes(facts.layers, facts.hidden_size, rows, positions, value)
+    step = rows * (facts.codebooks * musicgen.CARD * 4 + facts.heads * positions * 4 * 2)
+    return cache + step
+
+
+def free_bytes(device: torch.device) -> int | None:
+    """Memory a decode can still use on `device`: CUDA's free memory plus what the allocator holds unused;
+    on the CPU the system's available memory; None when unknown."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def _with_other(instrumental: np.ndarray, band: dict[str, np.ndarray] | None) -> dict[str, np.ndarray] | None:
@@ -311,7 +439,8 @@ def _song_analysis(found: rhythm.Rhythm, segments, duration: float, offset: floa
 def _stage(name: str, timings: dict[str, float], quiet: bool = False) -> Iterator[None]:
     start = time.perf_counter()
     yield
-    timings[name] = time.perf_counter() - start
+    # Stages that run once per take add up.
+    timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
     if not quiet:
         log.info("%-10s %6.1f s", name, timings[name])
 

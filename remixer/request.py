@@ -11,7 +11,7 @@ from remixer.audio import FORMATS, STRATEGIES
 from remixer.chords import COEFFICIENT_RANGE
 from remixer.decoding import Sampling
 from remixer.errors import RemixerError
-from remixer.generation import EMPTY_PROMPT
+from remixer.generation import EMPTY_PROMPT, MAX_TAKES
 from remixer.musicgen import MODEL_VERSIONS
 
 _SAMPLING = Sampling()  # the sampling defaults' one home
@@ -90,6 +90,12 @@ INPUTS: tuple[InputSpec, ...] = (
               "The song's chords, one per bar, e.g. 'C G Am F' or 'C G A:min F7': laid on the song's bars in "
               "order and repeated to the end, instead of recognising them. Leave empty to recognise them.",
               optional=True),
+    InputSpec("takes", int, 1,
+              f"How many versions to make, decoded together (1 to {MAX_TAKES}; on a GPU several cost little more "
+              "than one). The remix returned is the take that plays the song's chords and beats most "
+              "faithfully (see analysis.json's takes).", ge=1, le=MAX_TAKES),
+    InputSpec("return_takes", bool, False,
+              "Also return the other takes' remixes (take2 ... takeN, best first) after the other outputs."),
 )
 
 SPECS = {spec.name: spec for spec in INPUTS}
@@ -119,6 +125,8 @@ class RemixRequest:
     start_time: float | None = None
     end_time: float | None = None
     chords: str | None = None
+    takes: int = 1
+    return_takes: bool = False
 
     @classmethod
     def from_inputs(cls, **values) -> "RemixRequest":

@@ -127,7 +127,7 @@ def window_inputs(tiny_weights):
 
 def decode(window: WindowDecoder, inputs, seed: int = 11) -> torch.Tensor:
     decoder, prefix, plan = inputs
-    return window.decode(prefix, plan, SETTINGS, torch.Generator().manual_seed(seed))
+    return window.decode(prefix, plan, SETTINGS, torch.Generator().manual_seed(seed))[0]
 
 
 def eager_tokens(inputs, seed: int = 11) -> torch.Tensor:

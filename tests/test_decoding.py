@@ -76,12 +76,12 @@ def test_plan_places_prompt_bos_and_padding_by_codebook_delay():
     prompt = torch.arange(8 * 3).reshape(8, 3)  # stereo: 8 codebooks, 3 known frames
     delays = [k // 2 for k in range(8)]
     plan = decoding.plan_window(prompt, 2, delays, "cpu")
-    assert plan.grid.shape == (8, 1 + 5 + 3) and plan.first == 4 and plan.frames == 5
+    assert plan.grid.shape == (1, 8, 1 + 5 + 3) and plan.first == 4 and plan.frames == 5
     for k, delay in enumerate(delays):
-        assert (plan.grid[k, :1 + delay] == decoding.SPECIAL).all()  # BOS and the delay
-        assert torch.equal(plan.grid[k, 1 + delay:4 + delay], prompt[k])
+        assert (plan.grid[0, k, :1 + delay] == decoding.SPECIAL).all()  # BOS and the delay
+        assert torch.equal(plan.grid[0, k, 1 + delay:4 + delay], prompt[k])
         assert plan.fixed[k].tolist() == [i < 4 + delay or i >= 6 + delay for i in range(9)]
-    assert torch.equal(decoding.aligned(plan.grid, delays, 3), prompt)
+    assert torch.equal(decoding.aligned(plan.grid, delays, 3), prompt[None])
 
 
 # --- the sampler -------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ def test_remix_end_to_end(remixer, song, tmp_path, private_tmp):
     assert np.abs(remix).max() <= 1.0 and np.abs(remix).max() > 0
     assert result.seed == 11 and result.sample_rate == 32000
     assert list(result.timings) == ["decode", "separate", "rhythm", "chords", "chroma", "load model", "generate",
-                                    "beat-sync", "mix", "encode"]
+                                    "beat-sync", "fidelity", "mix", "encode"]
     assert result.analysis.duration == pytest.approx(5.0)
     assert result.analysis.chords and result.analysis.chords[-1].end == pytest.approx(5.0)
     # The song is separated once; the new instrumental once more only when beat-sync analyses it.
@@ -130,6 +130,7 @@ def test_setup_is_timed_per_component_in_one_table(tiny_weights, caplog):
         fresh.load_version("chord")
         fresh.load_version("chord")  # cached: not loaded or timed again
         fresh.log_setup()
-    assert list(fresh.setup_timings) == ["download", "demucs", "All-In-One", "BTC", "MusicGen-Chord chord"]
+    assert list(fresh.setup_timings) == ["download", "demucs", "All-In-One", "BTC", "T5 + EnCodec",
+                                          "MusicGen-Chord chord"]
     table = [r.getMessage() for r in caplog.records if r.getMessage().startswith("setup:")]
     assert len(table) == 1 and "MusicGen-Chord chord" in table[0] and "total" in table[0]

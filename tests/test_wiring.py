@@ -72,6 +72,12 @@ def _clicks(times, length, rate, channels):
     return out
 
 
+def _with_clicks(generated: generation.Generated) -> generation.Generated:
+    """A take's audio replaced by clicks on the generated downbeats (tokens and seed kept)."""
+    audio = _clicks(GENERATED_DOWNBEATS, generated.audio.shape[1], generated.sample_rate, generated.audio.shape[0])
+    return generation.Generated(generated.tokens, audio, generated.sample_rate, generated.seed)
+
+
 def _click_times(audio: np.ndarray, rate: int) -> list[float]:
     envelope = np.abs(audio).max(axis=0)
     above = np.flatnonzero(envelope > 0.5 * envelope.max())
@@ -88,11 +94,10 @@ def test_wiring_beat_sync_gets_both_downbeat_lists_in_order_and_lands_clicks_on_
     separate = Spy(remixer.separator.separate)
     monkeypatch.setattr(remixer.separator, "separate", separate)
 
-    def clicks_instead(_call, generated, *args, **kwargs):
-        audio = _clicks(GENERATED_DOWNBEATS, generated.audio.shape[1], generated.sample_rate, generated.audio.shape[0])
-        return generation.Generated(generated.tokens, audio, generated.sample_rate, generated.seed)
+    def clicks_instead(_call, made, *args, **kwargs):
+        return [_with_clicks(generated) for generated in made]
 
-    monkeypatch.setattr(generation, "generate", Spy(generation.generate, clicks_instead))
+    monkeypatch.setattr(generation, "generate_takes", Spy(generation.generate_takes, clicks_instead))
     sync = Spy(beatsync.sync_to_downbeats)
     monkeypatch.setattr(beatsync, "sync_to_downbeats", sync)
 
@@ -137,8 +142,8 @@ def test_wiring_known_chords_reach_generation_as_chroma_times_the_coefficient(
         spy = Spy(recognizer.recognize, lambda *_args, **_kw: list(KNOWN_CHORDS))
         monkeypatch.setattr(recognizer, "recognize", spy)
         used[vocabulary] = spy
-    generate = Spy(generation.generate)
-    monkeypatch.setattr(generation, "generate", generate)
+    generate = Spy(generation.generate_takes)
+    monkeypatch.setattr(generation, "generate_takes", generate)
 
     request = RemixRequest.from_inputs(prompt="jazz", music_input=song, model_version="chord", seed=2,
                                        large_chord_voca=large, chroma_coefficient=1.7)
@@ -182,8 +187,8 @@ def test_wiring_sampling_settings_seed_prompt_and_model_reach_generation(remixer
     """Fixed: the rhythm stage (a known tempo, so the prompt gets its bpm)."""
     monkeypatch.setattr(remixer.analyzer, "analyze",
                         Spy(remixer.analyzer.analyze, lambda *_: rhythm.Rhythm(bpm=97.4)))
-    generate = Spy(generation.generate)
-    monkeypatch.setattr(generation, "generate", generate)
+    generate = Spy(generation.generate_takes)
+    monkeypatch.setattr(generation, "generate_takes", generate)
     request = RemixRequest.from_inputs(prompt="bossa nova", music_input=song, model_version="chord", seed=123,
                                        top_k=7, top_p=0.3, temperature=0.8, classifier_free_guidance=2)
     result = remixer.remix(request, tmp_path)
@@ -258,7 +263,7 @@ def test_wiring_gpu_out_of_memory_is_explained_and_the_next_request_runs(remixer
     """Fixed: generation runs out of GPU memory once (as CUDA reports it)."""
     from remixer.pipeline import OutOfGPUMemory
 
-    real = generation.generate
+    real = generation.generate_takes
     calls = []
 
     def once_out_of_memory(*args, **kwargs):
@@ -267,7 +272,7 @@ def test_wiring_gpu_out_of_memory_is_explained_and_the_next_request_runs(remixer
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(generation, "generate", once_out_of_memory)
+    monkeypatch.setattr(generation, "generate_takes", once_out_of_memory)
     request = RemixRequest.from_inputs(prompt="x", music_input=song, model_version="chord", seed=1)
     with pytest.raises(OutOfGPUMemory, match="ran out of memory remixing 'song.wav' with chord: try a shorter"):
         remixer.remix(request, tmp_path / "a")
@@ -275,16 +280,23 @@ def test_wiring_gpu_out_of_memory_is_explained_and_the_next_request_runs(remixer
 
 
 def test_wiring_given_chords_lie_on_the_songs_bars_and_reach_generation(remixer, song, tmp_path, monkeypatch):
-    """Fixed: the rhythm stage (the song's downbeats). The recognizer must not run."""
+    """Fixed: the rhythm stage (the song's downbeats). The song's chords are not recognised: the one
+    recognition is of the new music's drumless stems, for its fidelity."""
     monkeypatch.setattr(remixer.analyzer, "analyze", Spy(remixer.analyzer.analyze, _known_rhythm()))
     for recognizer in remixer.recognizers.values():
         monkeypatch.setattr(recognizer, "recognize", Spy(recognizer.recognize))
-    generate = Spy(generation.generate)
-    monkeypatch.setattr(generation, "generate", generate)
+    separate = Spy(remixer.separator.separate)
+    monkeypatch.setattr(remixer.separator, "separate", separate)
+    generate = Spy(generation.generate_takes)
+    monkeypatch.setattr(generation, "generate_takes", generate)
     request = RemixRequest.from_inputs(prompt="x", music_input=song, model_version="chord", seed=1,
                                        chords="C G Am F7", return_analysis=True)
     result = remixer.remix(request, tmp_path)
-    assert all(r.recognize.calls == [] for r in remixer.recognizers.values())
+    (heard, _), _ = [call for r in remixer.recognizers.values() for call in r.recognize.calls][0]
+    assert sum(len(r.recognize.calls) for r in remixer.recognizers.values()) == 1
+    (new_music, rate), _ = separate.calls[1]
+    assert rate == generation.SAMPLE_RATE
+    np.testing.assert_array_equal(heard, remixer.separator.separate.real(new_music, rate).drumless)
     chroma = generate.calls[0][0][2]
     bars = [0.0, *SONG_DOWNBEATS[1:], SECONDS]  # the first bar also holds the pickup
     for index, (start, end) in enumerate(zip(bars[:-1], bars[1:])):
@@ -300,11 +312,10 @@ def test_wiring_stems_follow_the_same_time_map_and_add_up(remixer, song, tmp_pat
     """Fixed: the rhythm stage and the generated music (clicks), as in the beat-sync test above."""
     monkeypatch.setattr(remixer.analyzer, "analyze", Spy(remixer.analyzer.analyze, _known_rhythm()))
 
-    def clicks_instead(_call, generated, *args, **kwargs):
-        audio = _clicks(GENERATED_DOWNBEATS, generated.audio.shape[1], generated.sample_rate, generated.audio.shape[0])
-        return generation.Generated(generated.tokens, audio, generated.sample_rate, generated.seed)
+    def clicks_instead(_call, made, *args, **kwargs):
+        return [_with_clicks(generated) for generated in made]
 
-    monkeypatch.setattr(generation, "generate", Spy(generation.generate, clicks_instead))
+    monkeypatch.setattr(generation, "generate_takes", Spy(generation.generate_takes, clicks_instead))
     separate = Spy(remixer.separator.separate)
     monkeypatch.setattr(remixer.separator, "separate", separate)
     sync = Spy(beatsync.sync_to_downbeats)

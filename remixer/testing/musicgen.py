@@ -78,26 +78,33 @@ T5_TINY = dict(d_model=768, d_kv=8, d_ff=64, num_layers=1, num_heads=2)
 
 
 def write_random_t5(directory: Path, seed: int = 0, full_size: bool = False) -> list[Path]:
-    """A random T5 encoder (tiny, or T5-base's shape) and a small trained tokenizer, in the transformers layout."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    """A random T5 encoder (tiny, or T5-base's shape) and a small tokenizer, in the transformers layout.
+
+    The tokenizer is a Unigram model with a fixed vocabulary (whole words of a few style prompts, and
+    every character), the same file on every run: trained tokenizers differ from process to process
+    (the trainer's hash maps), which would change the tokens a seed gives.
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import T5Config, T5EncoderModel
 
     torch.manual_seed(seed)
     directory.mkdir(parents=True, exist_ok=True)
-    tokenizer = Tokenizer(models.Unigram())
+    corpus = ["bossa nova with nylon guitar and brushed drums, bpm : 120", "80s synthwave with analog pads",
+              "heavy metal, distorted guitars, double bass drum", "lofi hip hop, dusty piano, vinyl crackle",
+              "orchestral film score with strings and horns", "reggae, offbeat guitar, deep bass"]
+    words = sorted({"\u2581" + word for line in corpus for word in line.split()})
+    characters = sorted({"\u2581", *"".join(corpus), *"abcdefghijklmnopqrstuvwxyz0123456789,:."} - {" "})
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    vocab += [(word, -2.0) for word in words] + [(char, -8.0) for char in characters if char not in words]
+    tokenizer = Tokenizer(models.Unigram(vocab, unk_id=2, byte_fallback=False))
     tokenizer.normalizer = normalizers.NFKC()
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
     tokenizer.decoder = decoders.Metaspace()
-    corpus = ["bossa nova with nylon guitar and brushed drums, bpm : 120", "80s synthwave with analog pads",
-              "heavy metal, distorted guitars, double bass drum", "lofi hip hop, dusty piano, vinyl crackle",
-              "orchestral film score with strings and horns", "reggae, offbeat guitar, deep bass"] * 10
-    tokenizer.train_from_iterator(corpus, trainers.UnigramTrainer(
-        vocab_size=256, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>"))
     tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
     tokenizer.save(str(directory / "tokenizer.json"))
     # T5-base's 32128-entry embedding; the small tokenizer uses its first ids.
-    vocab = 32128 if full_size else tokenizer.get_vocab_size()
-    config = T5Config(vocab_size=vocab, **(T5_BASE if full_size else T5_TINY), pad_token_id=0, eos_token_id=1,
+    vocab_size = 32128 if full_size else tokenizer.get_vocab_size()
+    config = T5Config(vocab_size=vocab_size, **(T5_BASE if full_size else T5_TINY), pad_token_id=0, eos_token_id=1,
                       decoder_start_token_id=0)
     T5EncoderModel(config).save_pretrained(str(directory))
     return [directory / "config.json", directory / "model.safetensors", directory / "tokenizer.json"]
