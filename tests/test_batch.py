@@ -329,3 +329,24 @@ def test_a_worker_killed_mid_row_is_retried_once_on_another(local_ray, songs, ti
         assert record["error"].startswith("the worker died remixing this row, twice")
         assert not (tmp_path / "out" / "row").exists()
     assert not (tmp_path / "out" / PARTIAL_DIR).exists()
+
+
+def test_manifest_takes_column_is_checked_like_a_request(songs, tmp_path):
+    manifest = write_csv(
+        tmp_path / "m.csv", "id,music_input,prompt,takes,return_takes",
+        f"a,{songs / 'song1.wav'},jazz,3,true",
+        f"b,{songs / 'song2.wav'},jazz,5,",
+        f"c,{songs / 'song3.wav'},jazz,two,",
+        f"d,{songs / 'song3.wav'},jazz,,",
+    )
+    with pytest.raises(ManifestError) as caught:
+        read_manifest(manifest)
+    message = str(caught.value)
+    assert "row 2 (line 3): takes must be <= 4, got 5" in message
+    assert "row 3 (line 4): takes: 'two' is not a int" in message
+    assert "row 1" not in message and "row 4" not in message
+    good = write_csv(tmp_path / "good.csv", "id,music_input,prompt,takes,return_takes",
+                     f"a,{songs / 'song1.wav'},jazz,3,true", f"d,{songs / 'song3.wav'},jazz,,")
+    rows = read_manifest(good)
+    assert (rows[0].request.takes, rows[0].request.return_takes) == (3, True)
+    assert (rows[1].request.takes, rows[1].request.return_takes) == (1, False)  # empty cells: the defaults

@@ -196,6 +196,9 @@ def test_url_input_mp3_mono_and_instrumental(server):
     ({"model_version": "chord-huge"}, "model_version"),
     ({"chroma_coefficient": 5}, "chroma_coefficient"),
     ({"prompt": None}, "prompt"),
+    ({"takes": 0}, "takes"),
+    ({"takes": 5}, "takes"),
+    ({"takes": "two"}, "takes"),
 ])
 def test_schema_rejects_bad_inputs_with_422(server, bad, field):
     inputs = {"prompt": "jazz", "music_input": _data_uri(_song_bytes(1.0)), **bad}
@@ -261,7 +264,7 @@ class _Webhooks:
 
 def _when_ready(server) -> None:
     """The server frees its slot just after answering: wait for READY before the next prediction."""
-    assert eventually(lambda: _request(f"{server['url']}/health-check")[1]["status"] == "READY")
+    _when_ready(server)
 
 
 def test_analysis_stems_and_a_section_come_back_in_order(server):
@@ -356,3 +359,15 @@ def test_no_files_accumulate_in_the_servers_temp_folder(server):
     assert leftovers(server) == []
     outputs = server["tmp"] / "remixer-outputs"
     assert not outputs.exists() or len(list(outputs.iterdir())) <= 1
+
+
+def test_takes_through_the_server_return_the_other_takes_after_the_remix(server):
+    _when_ready(server)
+    status, body = _request(f"{server['url']}/predictions", {"input": {
+        "prompt": "jazz", "music_input": _data_uri(_song_bytes(1.0)), "model_version": "chord", "seed": 3,
+        "takes": 2, "return_takes": True}})
+    assert status == 200 and body["status"] == "succeeded", body.get("error")
+    assert len(body["output"]) == 2  # the remix, then take2
+    first, second = (_decode_output(uri)[0] for uri in body["output"])
+    assert first.shape == second.shape == (1, 32000) and not np.array_equal(first, second)
+    assert "takes ranked by fidelity score" in body.get("logs", "")
