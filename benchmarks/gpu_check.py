@@ -81,6 +81,19 @@ def decode_speed(device, shapes: list[str], steps: int, budget: "Budget") -> lis
     return rows
 
 
+def takes_speed(device, shapes: list[str], steps: int, budget: "Budget") -> list[dict]:
+    """The decode of 4 takes against 1, per shape (benchmarks/bench_takes.py)."""
+    import bench_takes
+
+    rows = []
+    for shape in shapes:
+        if budget.left() < 30:
+            rows.append({"shape": shape, "skipped": "time budget spent"})
+            continue
+        rows.append(bench_takes.run(shape, steps, device))
+    return rows
+
+
 class Budget:
     """The check's time box: each stage starts only with time left, so a short loan still returns figures."""
 
@@ -91,7 +104,7 @@ class Budget:
         return self.end - time.perf_counter()
 
 
-def timed_request(device, quick: bool, song_seconds: float, generate_seconds: float) -> dict:
+def timed_request(device, quick: bool, song_seconds: float, generate_seconds: float, takes: int = 1) -> dict:
     import numpy as np
     import soundfile as sf
     import torch
@@ -121,31 +134,32 @@ def timed_request(device, quick: bool, song_seconds: float, generate_seconds: fl
         remixer.load_version("chord")
         setup = time.perf_counter() - start
         measured = {}
-        real_generate = generation.generate
+        real_generate = generation.generate_takes
 
         def partial_generate(model, prompt, chroma, duration, *args, **kwargs):
             # Generation is the only stage timed on part of the song: it runs for `generate_seconds`
             # and its time is extrapolated per token step; its audio is tiled to the song's length.
             part = min(duration, generate_seconds)
             begin = time.perf_counter()
-            result = real_generate(model, prompt, chroma, part, *args, **kwargs)
+            made = real_generate(model, prompt, chroma, part, *args, **kwargs)
             measured["seconds"] = time.perf_counter() - begin
             steps = sum(n + model.facts.max_delay for n in generation.window_new_frames(part))
             full_steps = sum(n + model.facts.max_delay for n in generation.window_new_frames(duration))
-            measured.update(steps=steps, full_steps=full_steps)
+            measured.update(steps=steps, full_steps=full_steps, decode_modes=list(made[0].decode_modes))
             repeats = int(np.ceil(duration / part))
-            audio = np.tile(result.audio, (1, repeats))[:, :int(round(duration * generation.SAMPLE_RATE))]
-            measured["decode_modes"] = list(result.decode_modes)
-            return generation.Generated(result.tokens, audio, result.sample_rate, result.seed, result.decode_modes)
+            return [generation.Generated(result.tokens,
+                                         np.tile(result.audio, (1, repeats))[:, :int(round(duration * generation.SAMPLE_RATE))],
+                                         result.sample_rate, result.seed, result.decode_modes) for result in made]
 
-        generation.generate = partial_generate
+        generation.generate_takes = partial_generate
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         try:
-            request = RemixRequest.from_inputs(prompt="bossa nova", music_input=song, model_version="chord", seed=1)
+            request = RemixRequest.from_inputs(prompt="bossa nova", music_input=song, model_version="chord", seed=1,
+                                               takes=takes)
             result = remixer.remix(request, Path(tmp) / "out")
         finally:
-            generation.generate = real_generate
+            generation.generate_takes = real_generate
         timings = dict(result.timings)
         per_step = measured["seconds"] / measured["steps"]
         timings["generate"] = timings["generate"] - measured["seconds"] + per_step * measured["full_steps"]
@@ -207,6 +221,12 @@ def main() -> int:
     else:
         results["request"] = {"skipped": "time budget spent"}
     (args.out / "gpu_check.json").write_text(json.dumps(results, indent=1, default=str))
+    results["takes_decode"] = takes_speed(device, shapes, steps, budget)
+    if budget.left() > 20 and "skipped" not in results["request"]:
+        results["request_4_takes"] = timed_request(device, quick, song_seconds, generate_seconds, takes=4)
+    else:
+        results["request_4_takes"] = {"skipped": "time budget spent"}
+    (args.out / "gpu_check.json").write_text(json.dumps(results, indent=1, default=str))
     print(f"results: {args.out / 'gpu_check.json'}")
     print_table(results)
     failed = [row for row in results["cuda_tests"] if row["result"].startswith(("FAILED", "timed out", "no report"))]
@@ -228,11 +248,23 @@ def print_table(results: dict) -> None:
     for r in results["decode_speed"]:
         if "skipped" in r:
             print(f"| {r['shape']} | {r['version']} | skipped: {r['skipped']} |")
+    import bench_takes
+
+    bench_takes.print_rows([r for r in results["takes_decode"] if "skipped" not in r])
+    for r in results["takes_decode"]:
+        if "skipped" in r:
+            print(f"| {r['shape']} | takes | skipped: {r['skipped']} |")
     request = results["request"]
     if "skipped" in request:
         print(f"| whole request | skipped: {request['skipped']} |")
         print("setup: not measured (time budget spent)")
         return
+    four = results["request_4_takes"]
+    if "skipped" not in four:
+        print(f"| request stage, 1 take vs 4 takes ({request['song_seconds']:g} s song) | 1 take (s) | 4 takes (s) |")
+        print("|---|---|---|")
+        for name in dict.fromkeys([*request["timings_s"], *four["timings_s"]]):
+            print(f"| {name} | {request['timings_s'].get(name, 0):.1f} | {four['timings_s'].get(name, 0):.1f} |")
     note = " (extrapolated from {timed_seconds_of_audio:g} s)".format(**request["generation"]) \
         if request["generation"]["extrapolated"] else ""
     print(f"| request stage ({request['song_seconds']:g} s song, {request['weights']}) | seconds |")

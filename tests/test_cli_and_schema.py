@@ -121,3 +121,17 @@ def test_progress_bar_closes_when_the_last_token_is_generated(capsys):
         bar.update(10, 10)  # a late report changes nothing
     assert "10/10" in after_generation and after_generation.endswith("\n")
     assert capsys.readouterr().err == ""
+
+
+def test_cli_takes_write_beside_the_remix_and_the_summary_ranks_them(tiny_weights, tmp_path):
+    song = tmp_path / "song.wav"
+    sf.write(song, tone(220, 1.5, 44100).T, 44100)
+    output = tmp_path / "mine.wav"
+    done = _cli(str(song), "--prompt", "x", "--model-version", "chord", "--seed", "2", "--takes", "3",
+                "--return-takes", "--output", str(output), env={"REMIXER_WEIGHTS_DIR": str(tiny_weights)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert sorted(p.name for p in tmp_path.glob("mine*")) == ["mine.take2.wav", "mine.take3.wav", "mine.wav"]
+    assert "takes (best first): take " in done.stdout and "(returned)" in done.stdout
+    assert "fidelity: chord_majmin" in done.stdout and "not measured: no downbeats were found in the song" in done.stdout
+    bad = _cli(str(song), "--prompt", "x", "--takes", "5", env={"REMIXER_WEIGHTS_DIR": str(tiny_weights)})
+    assert bad.returncode == 2 and "takes must be <= 4, got 5" in bad.stderr

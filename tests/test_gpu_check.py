@@ -33,6 +33,10 @@ def test_gpu_check_dry_run_on_the_cpu(tmp_path):
     assert all(r["ours_tps"] > 0 and r["theirs_tps"] > 0 for r in results["decode_speed"])
     # Our steps timed apart from prefill and capture; the CPU decodes eagerly (a GPU must show cuda-graph).
     assert all(r["mode"] == "eager" and r["prefill_ms"] > 0 for r in results["decode_speed"])
+    # 4 takes against 1: the decode on the same shape, and the whole request per stage.
+    (takes,) = results["takes_decode"]
+    assert takes["shape"] == "tiny" and takes["four_ms"] > 0 and takes["one_ms"] > 0 and takes["ratio"] > 0
+    assert results["request_4_takes"]["timings_s"]["beat-sync"] > 0
     request = results["request"]
     assert request["song_seconds"] == 4.0 and request["generation"]["extrapolated"] is True
     assert {"separate", "rhythm", "chords", "generate", "beat-sync", "mix"} <= set(request["timings_s"])
