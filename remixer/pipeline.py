@@ -22,9 +22,9 @@ import torch
 from remixer import (audio, beatsync, chords, conversion, decoding, fidelity, generation, mbd, mix, models, musicgen,
                      rhythm, separation, weights)
 from remixer.analysis import SongAnalysis, render_png, write_json
-from remixer.fidelity import Fidelity
 from remixer.device import pick_device
 from remixer.errors import RemixerError
+from remixer.fidelity import Fidelity
 from remixer.request import MIN_SECTION_S, RemixRequest, RequestError
 from remixer.tiny_weights import MARKER as TINY_MARKER
 

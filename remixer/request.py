@@ -208,7 +208,8 @@ class RemixRequest:
 
 def _coerce(spec: InputSpec, value: Any) -> Any:
     if value is None:
-        return None
+        # Left out (None) in the Python API or a manifest: the default, as the Cog schema gives it.
+        return None if spec.optional or spec.required else spec.default
     if spec.optional and spec.type is str and not str(value).strip():
         return None
     if spec.optional and value == UNSET:

@@ -216,3 +216,9 @@ def test_bad_takes_are_refused_with_the_range(value, message, tmp_path):
     song = write_song(tmp_path / "song.wav", 1.0)
     with pytest.raises(RequestError, match=message):
         RemixRequest.from_inputs(prompt="x", music_input=str(song), takes=value)
+
+
+def test_inputs_left_as_none_take_their_defaults(tmp_path):
+    song = write_song(tmp_path / "song.wav", 1.0)
+    request = RemixRequest.from_inputs(prompt="x", music_input=str(song), takes=None, return_takes=None, top_k=None)
+    assert (request.takes, request.return_takes, request.top_k) == (1, False, 250)
