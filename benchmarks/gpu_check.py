@@ -228,9 +228,16 @@ def main() -> int:
         results["request_4_takes"] = {"skipped": "time budget spent"}
     (args.out / "gpu_check.json").write_text(json.dumps(results, indent=1, default=str))
     print(f"results: {args.out / 'gpu_check.json'}")
+    eager = []
+    if device.type == "cuda":  # a measured request that fell back to eager decoding measured the wrong thing
+        for name in ("request", "request_4_takes"):
+            modes = results[name].get("generation", {}).get("decode_modes", [])
+            if any(mode != "cuda-graph" for mode in modes):
+                print(f"FAILED: the {name.replace('_', ' ')} decoded without the CUDA graph: {modes}")
+                eager.append(name)
     print_table(results)
     failed = [row for row in results["cuda_tests"] if row["result"].startswith(("FAILED", "timed out", "no report"))]
-    return 1 if failed else 0
+    return 1 if failed or eager else 0
 
 
 def print_table(results: dict) -> None:
