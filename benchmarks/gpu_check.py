@@ -51,7 +51,8 @@ def run_cuda_tests(out: Path, timeout: int) -> list[dict]:
         done = subprocess.run(command, cwd=ROOT, timeout=timeout, capture_output=True, text=True, env=env)
         (out / "cuda_tests.log").write_text(done.stdout + done.stderr)
     except subprocess.TimeoutExpired as expired:
-        (out / "cuda_tests.log").write_text(f"{expired.stdout or ''}{expired.stderr or ''}\ntimed out after {timeout} s")
+        output = f"{expired.stdout or ''}{expired.stderr or ''}"
+        (out / "cuda_tests.log").write_text(f"{output}\ntimed out after {timeout} s")
         return [{"test": "cuda tests", "result": f"timed out after {timeout} s"}]
     if not report.exists():
         return [{"test": "cuda tests", "result": "no report (pytest did not run)"}]
@@ -147,8 +148,8 @@ def timed_request(device, quick: bool, song_seconds: float, generate_seconds: fl
             full_steps = sum(n + model.facts.max_delay for n in generation.window_new_frames(duration))
             measured.update(steps=steps, full_steps=full_steps, decode_modes=list(made[0].decode_modes))
             repeats = int(np.ceil(duration / part))
-            return [generation.Generated(result.tokens,
-                                         np.tile(result.audio, (1, repeats))[:, :int(round(duration * generation.SAMPLE_RATE))],
+            samples = int(round(duration * generation.SAMPLE_RATE))
+            return [generation.Generated(result.tokens, np.tile(result.audio, (1, repeats))[:, :samples],
                                          result.sample_rate, result.seed, result.decode_modes) for result in made]
 
         generation.generate_takes = partial_generate

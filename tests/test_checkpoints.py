@@ -114,7 +114,8 @@ def test_published_musicgen_layout_holds_an_omegaconf_xp_cfg(tiny_weights):
     for path in (tiny_weights / "musicgen").glob("*.th"):
         package = checkpoints.read(path, "MusicGen-Chord checkpoint", checkpoints.OMEGACONF)
         assert OmegaConf.is_config(package["xp.cfg"]) and package["xp.cfg"].transformer_lm.n_q in (4, 8)
-    fixture = checkpoints.read(MUSICGEN / "musicgen-tiny-stereo-chord.th", "MusicGen-Chord checkpoint", checkpoints.OMEGACONF)
+    fixture = checkpoints.read(MUSICGEN / "musicgen-tiny-stereo-chord.th", "MusicGen-Chord checkpoint",
+                               checkpoints.OMEGACONF)
     assert OmegaConf.is_config(fixture["xp.cfg"])  # the parity fixtures are in the published layout too
 
 
@@ -183,7 +184,8 @@ def test_btc_with_numpy_statistics_gives_the_same_logits(legacy, tmp_path):
 def test_mbd_published_layout_loads_without_running_code(tmp_path):
     # The audiocraft-written fixture pickles OmegaConf band configs: it loads with the allow-list only.
     unsafe = set(torch.serialization.get_unsafe_globals_in_checkpoint(MBD / "mbd-tiny.th"))
-    assert "omegaconf.dictconfig.DictConfig" in unsafe and unsafe <= set(checkpoints.allowed_names(checkpoints.OMEGACONF))
+    assert "omegaconf.dictconfig.DictConfig" in unsafe
+    assert unsafe <= set(checkpoints.allowed_names(checkpoints.OMEGACONF))
     model = mbd.load_mbd(MBD / "mbd-tiny.th")
     assert len(model.bands) == 4 and model.sample_rate == 32000
 
