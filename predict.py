@@ -63,6 +63,8 @@ class Predictor(BasePredictor):
         chords: Optional[str] = _input("chords"),
         takes: int = _input("takes"),
         return_takes: bool = _input("return_takes"),
+        transpose: int = _input("transpose"),
+        tempo: Optional[float] = _input("tempo"),
     ) -> List[Path]:
         values = {name: value for name, value in locals().items() if name in SPECS}
         # Called in-process, omitted arguments arrive as cog's FieldInfo: use their defaults.

@@ -29,7 +29,8 @@ class Segment(Protocol):
 
 @dataclass
 class SongAnalysis:
-    """Everything the stages found, on the song's timeline."""
+    """Everything the stages found, on the song's timeline (scaled by key_tempo's time_factor when the
+    tempo was changed: the output's timeline, offset included)."""
 
     duration: float  # of the remixed part
     offset: float  # where the remixed part starts in the song
@@ -45,6 +46,7 @@ class SongAnalysis:
     timings: dict[str, float] = field(default_factory=dict)
     fidelity: dict | None = None  # the returned remix's numbers (remixer.fidelity.Fidelity.as_dict)
     takes: list[dict] = field(default_factory=list)  # every take, best first
+    key_tempo: dict | None = None  # transpose, original and new bpm, time factor (remixer.keytempo)
 
     @property
     def meter(self) -> int | None:
@@ -76,6 +78,7 @@ class SongAnalysis:
             "timings": {name: round(seconds, 3) for name, seconds in self.timings.items()},
             "fidelity": self.fidelity,
             "takes": self.takes,
+            "key_tempo": self.key_tempo,
         }
 
 

@@ -97,6 +97,11 @@ def summary(result) -> str:
     stages = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in result.timings.items())
     lines = [f"song: {tempo}{meter}, {len(found.downbeats)} bars; sections: {sections}",
              f"chords ({'given' if found.chords_given else 'recognised'}): {chords}"]
+    change = found.key_tempo or {}
+    if change.get("transpose") or change.get("time_factor", 1.0) != 1.0:
+        lines.append(f"key and tempo: {change['transpose']:+d} semitones; tempo {change['original_bpm']:.1f} -> "
+                     f"{change['bpm']:.1f} bpm (timeline x{change['time_factor']:.3f})"
+                     if change["time_factor"] != 1.0 else f"key and tempo: {change['transpose']:+d} semitones")
     if result.fidelity is not None:
         lines.append(f"fidelity: {result.fidelity.summary()}")
         unmeasured = sorted(set(result.fidelity.reasons.values()))

@@ -19,8 +19,8 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from remixer import (audio, beatsync, chords, conversion, decoding, fidelity, generation, mbd, mix, models, musicgen,
-                     rhythm, separation, weights)
+from remixer import (audio, beatsync, chords, conversion, decoding, fidelity, generation, keytempo, mbd, mix, models,
+                     musicgen, rhythm, separation, weights)
 from remixer.analysis import SongAnalysis, render_png, write_json
 from remixer.device import pick_device
 from remixer.errors import RemixerError
@@ -211,6 +211,13 @@ class Remixer:
                 else:
                     recognizer = self.recognizers[request.large_chord_voca]
                     segments = recognizer.recognize(stems.drumless, separation.SAMPLE_RATE)
+            # From here on the song is in the asked key and on the asked tempo's timeline.
+            change = keytempo.plan(request.transpose, request.tempo, song_rhythm.bpm)
+            song_vocals = stems.vocals
+            if change.changes_key or change.changes_tempo:
+                with _stage("key/tempo", timings):
+                    song_rhythm, segments, duration = keytempo.apply(change, song_rhythm, segments, duration)
+                    song_vocals = keytempo.retune(stems.vocals, separation.SAMPLE_RATE, change)
             with _stage("chroma", timings):
                 chroma = chords.segments_to_chroma(segments, duration, request.chroma_coefficient)
             with _stage("load model", timings):
@@ -249,7 +256,7 @@ class Remixer:
             chosen = ranked[0]
             instrumental, band = chosen.instrumental, chosen.band
             with _stage("mix", timings):
-                vocals = mix.prepare_vocals(stems.vocals, separation.SAMPLE_RATE, musicgen.SAMPLE_RATE,
+                vocals = mix.prepare_vocals(song_vocals, separation.SAMPLE_RATE, musicgen.SAMPLE_RATE,
                                             instrumental.shape[0], instrumental.shape[1])
                 remixed = mix.mix(instrumental, vocals, musicgen.SAMPLE_RATE, request.normalization_strategy)
             with _stage("encode", timings):
@@ -269,16 +276,18 @@ class Remixer:
                                                           work / f"{name}.{suffix}", suffix)
                     written["vocals"] = audio.write_audio(mix.vocals_as_mixed(instrumental, vocals, remixed),
                                                           rate, work / f"vocals.{suffix}", suffix)
-            analysis = _song_analysis(song_rhythm, segments, duration, offset, request, chosen.generated.seed,
-                                      timings)
+            analysis = _song_analysis(song_rhythm, segments, duration, offset * change.factor, request,
+                                      chosen.generated.seed, timings)
+            analysis.key_tempo = change.as_dict()
             analysis.fidelity = chosen.fidelity.as_dict()
             analysis.takes = [report.as_dict() for report in reports]
             if request.return_analysis:
                 with _stage("analysis", timings):
                     analysis.timings = dict(timings)
                     written["analysis_json"] = write_json(analysis, work / "analysis.json")
-                    written["analysis_png"] = render_png(analysis, song.samples, song.sample_rate,
-                                                         work / "analysis.png")
+                    # On a new tempo the song's audio is not on the analysis' timeline; the remix is.
+                    drawn = (song.samples, song.sample_rate) if not change.changes_tempo else (remixed, rate)
+                    written["analysis_png"] = render_png(analysis, *drawn, work / "analysis.png")
             if request.return_takes:
                 with _stage("other takes", timings):
                     for rank, take in enumerate(ranked[1:], start=2):

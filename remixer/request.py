@@ -12,6 +12,7 @@ from remixer.chords import COEFFICIENT_RANGE
 from remixer.decoding import Sampling
 from remixer.errors import RemixerError
 from remixer.generation import EMPTY_PROMPT, MAX_TAKES
+from remixer.keytempo import TEMPO_RANGE, TRANSPOSE_RANGE
 from remixer.musicgen import MODEL_VERSIONS
 
 _SAMPLING = Sampling()  # the sampling defaults' one home
@@ -96,6 +97,14 @@ INPUTS: tuple[InputSpec, ...] = (
               "faithfully (see analysis.json's takes).", ge=1, le=MAX_TAKES),
     InputSpec("return_takes", bool, False,
               "Also return the other takes' remixes (take2 ... takeN, best first) after the other outputs."),
+    InputSpec("transpose", int, 0,
+              f"Semitones to move the song's key by ({TRANSPOSE_RANGE[0]} to {TRANSPOSE_RANGE[1]}): the chords are "
+              "transposed and the vocals pitch-shifted with their formants kept.",
+              ge=TRANSPOSE_RANGE[0], le=TRANSPOSE_RANGE[1]),
+    InputSpec("tempo", float, None,
+              f"New tempo in bpm ({TEMPO_RANGE[0]:g}x to {TEMPO_RANGE[1]:g}x the song's detected tempo; unset or -1: "
+              "the song's): the whole song is scaled to it, vocals time-stretched with their pitch kept.",
+              optional=True),
 )
 
 SPECS = {spec.name: spec for spec in INPUTS}
@@ -127,6 +136,8 @@ class RemixRequest:
     chords: str | None = None
     takes: int = 1
     return_takes: bool = False
+    transpose: int = 0
+    tempo: float | None = None
 
     @classmethod
     def from_inputs(cls, **values) -> "RemixRequest":
@@ -181,6 +192,9 @@ class RemixRequest:
             problems.append(f"temperature must be > 0, got {self.temperature}")
         if self.beat_sync_threshold is not None and self.beat_sync_threshold <= 0:
             problems.append(f"beat_sync_threshold must be > 0 seconds (or unset), got {self.beat_sync_threshold}")
+        if self.tempo is not None and not self.tempo > 0:
+            problems.append(f"tempo must be a positive bpm ({TEMPO_RANGE[0]:g}x to {TEMPO_RANGE[1]:g}x the song's), "
+                            f"or unset / -1 for the song's own; got {self.tempo:g}")
         if self.seed is not None and self.seed < 0:
             problems.append(f"seed must be >= 0 (or unset / -1 for random), got {self.seed}")
         if self.multi_band_diffusion and self.model_version in STEREO_VERSIONS:
@@ -212,7 +226,7 @@ def _coerce(spec: InputSpec, value: Any) -> Any:
         return None if spec.optional or spec.required else spec.default
     if spec.optional and spec.type is str and not str(value).strip():
         return None
-    if spec.optional and value == UNSET:
+    if spec.optional and spec.type in (int, float) and _is_unset(value):
         return None
     if spec.type is Path:
         return Path(str(value))
@@ -227,3 +241,10 @@ def _coerce(spec: InputSpec, value: Any) -> Any:
         raise ValueError(value)
     return spec.type(value)
 
+
+def _is_unset(value: Any) -> bool:
+    """-1 (what clients send for "not set"), also as text from a form, a CSV cell or a command line."""
+    try:
+        return float(value) == UNSET
+    except (TypeError, ValueError):
+        return False

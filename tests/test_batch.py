@@ -350,3 +350,18 @@ def test_manifest_takes_column_is_checked_like_a_request(songs, tmp_path):
     rows = read_manifest(good)
     assert (rows[0].request.takes, rows[0].request.return_takes) == (3, True)
     assert (rows[1].request.takes, rows[1].request.return_takes) == (1, False)  # empty cells: the defaults
+
+
+def test_manifest_transpose_and_tempo_columns_are_checked_like_a_request(songs, tmp_path):
+    header = "id,music_input,prompt,transpose,tempo"
+    manifest = write_csv(tmp_path / "m.csv", header, f"a,{songs / 'song1.wav'},jazz,-2,96.5",
+                         f"b,{songs / 'song2.wav'},jazz,13,", f"c,{songs / 'song3.wav'},jazz,,0")
+    with pytest.raises(ManifestError) as caught:
+        read_manifest(manifest)
+    message = str(caught.value)
+    assert "row 2 (line 3): transpose must be <= 12, got 13" in message
+    assert "row 3 (line 4): tempo must be a positive bpm" in message and "row 1" not in message
+    rows = read_manifest(write_csv(tmp_path / "good.csv", header, f"a,{songs / 'song1.wav'},jazz,-2,96.5",
+                                   f"d,{songs / 'song3.wav'},jazz,,"))
+    assert (rows[0].request.transpose, rows[0].request.tempo) == (-2, 96.5)
+    assert (rows[1].request.transpose, rows[1].request.tempo) == (0, None)

@@ -136,3 +136,20 @@ def test_cli_takes_write_beside_the_remix_and_the_summary_ranks_them(tiny_weight
     assert "not measured: no downbeats were found in the song" in done.stdout
     bad = _cli(str(song), "--prompt", "x", "--takes", "5", env={"REMIXER_WEIGHTS_DIR": str(tiny_weights)})
     assert bad.returncode == 2 and "takes must be <= 4, got 5" in bad.stderr
+
+
+def test_cli_transpose_and_tempo(tiny_weights, tmp_path):
+    """transpose runs end to end and is summarised; tempo on a song without a beat (random All-In-One finds
+    none) ends in one line saying why; an out-of-range transpose is refused before any work."""
+    song = tmp_path / "song.wav"
+    sf.write(song, tone(220, 1.5, 44100).T, 44100)
+    env = {"REMIXER_WEIGHTS_DIR": str(tiny_weights)}
+    done = _cli(str(song), "--prompt", "x", "--model-version", "chord", "--seed", "2", "--transpose", "-3",
+                "--output", str(tmp_path / "low.wav"), env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "key and tempo: -3 semitones" in done.stdout and sf.info(tmp_path / "low.wav").duration == 1.5
+    slow = _cli(str(song), "--prompt", "x", "--model-version", "chord", "--tempo", "90", env=env)
+    assert slow.returncode == 1 and "Traceback" not in slow.stderr
+    assert slow.stderr.strip().endswith("no beat was found in it: leave tempo unset for this song")
+    bad = _cli(str(song), "--prompt", "x", "--transpose", "13", env=env)
+    assert bad.returncode == 2 and "transpose must be <= 12, got 13" in bad.stderr

@@ -199,6 +199,10 @@ def test_url_input_mp3_mono_and_instrumental(server):
     ({"takes": 0}, "takes"),
     ({"takes": 5}, "takes"),
     ({"takes": "two"}, "takes"),
+    ({"transpose": 13}, "transpose"),
+    ({"transpose": -13}, "transpose"),
+    ({"transpose": "up"}, "transpose"),
+    ({"tempo": "fast"}, "tempo"),
 ])
 def test_schema_rejects_bad_inputs_with_422(server, bad, field):
     inputs = {"prompt": "jazz", "music_input": _data_uri(_song_bytes(1.0)), **bad}
@@ -227,6 +231,20 @@ def test_validation_inside_predict_when_the_schema_allows_it(server):
     assert body["status"] == "failed"
     assert "temperature must be > 0" in body["error"]
     assert "multi_band_diffusion works with the mono models" in body["error"]
+
+
+def test_bad_tempo_fails_clearly_and_the_next_request_works(server):
+    """tempo 0 is refused before any work; tempo on a song without a beat (random All-In-One finds none) after
+    the analysis, saying why; the server then serves the next request."""
+    for tempo, message in [(0, "tempo must be a positive bpm"), (300, "no beat was found in it: leave tempo unset")]:
+        status, body = _request(f"{server['url']}/predictions", {"input": {
+            "prompt": "jazz", "music_input": _data_uri(_song_bytes(1.0)), "model_version": "chord", "tempo": tempo}})
+        assert status == 200 and body["status"] == "failed" and message in body["error"], body.get("error")
+        assert "Traceback" not in body["error"]
+    status, body = _request(f"{server['url']}/predictions", {"input": {
+        "prompt": "jazz", "music_input": _data_uri(_song_bytes(1.0)), "model_version": "chord", "transpose": -3}})
+    assert body["status"] == "succeeded", body.get("error")
+    assert not leftovers(server)
 
 
 class _Webhooks:
