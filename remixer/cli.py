@@ -16,7 +16,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="musicgen-remix",
         description="Remix SONG in the style of --prompt, keeping its vocals, chords and bars.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        epilog="Many songs: musicgen-remix batch MANIFEST --out DIR (see musicgen-remix batch --help).",
+        epilog="Many songs: musicgen-remix batch MANIFEST --out DIR (see musicgen-remix batch --help). "
+               "In the browser: musicgen-remix app (see musicgen-remix app --help).",
     )
     parser.add_argument("music_input", metavar="SONG",
                         help=next(s for s in INPUTS if s.name == "music_input").description)
@@ -50,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["batch"]:  # a song named "batch" is ./batch
         return batch_main(argv[1:])
+    if argv[:1] == ["app"]:  # a song named "app" is ./app
+        from remixer.app import main as app_main
+
+        return app_main(argv[1:])
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     values = {spec.name: getattr(args, spec.name) for spec in INPUTS}

@@ -1,0 +1,181 @@
+"""The web app in a real browser: Debian's headless Chromium driven by selenium, against `musicgen-remix app`
+started by the test on the tiny weights."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from remixer import app as web
+from remixer.request import INPUTS, UNSET
+from remixer.testing.audio import write_song
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
+                                reason="needs Debian's chromium and chromium-driver (./run.sh test installs them)")
+FINAL_STATUS = ("Done in", "Could not remix:")
+REMIX_BOUND_S = 300  # a 3 s song on the tiny weights takes ~15 s on 2 cores; the bound only stops a hang
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_weights, tmp_path_factory):
+    port = _free_port()
+    log = tmp_path_factory.mktemp("app") / "app.log"
+    with open(log, "w") as out:
+        # A 2 s heartbeat: a closed page is noticed (and its folder removed) within seconds, not 15.
+        process = subprocess.Popen([sys.executable, "-m", "remixer", "app", "--port", str(port), "--weights-dir",
+                                    str(tiny_weights), "--offline"], stdout=out, stderr=subprocess.STDOUT,
+                                   env={**os.environ, "GRADIO_HEARTBEAT_INTERVAL": "2"})
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        _wait_until(lambda: urllib.request.urlopen(url, timeout=5).status == 200, 180, process, log)
+        root = Path(re.search(r"uploads and outputs in (\S+)", log.read_text())[1])
+        yield {"url": url, "log": log, "process": process, "root": root}
+        # Every page is closed by now: each session's folder went with its page.
+        _wait_until(lambda: not any((root / "sessions").iterdir()), 60)
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+    assert not root.exists()  # stopped: uploads and outputs are gone
+
+
+def _wait_until(ready, bound_s: float, process=None, log: Path | None = None) -> None:
+    deadline = time.monotonic() + bound_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"the app exited: {log.read_text()[-3000:]}")
+        try:
+            if ready():
+                return
+        except Exception:  # noqa: BLE001 - not up yet
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"not ready within {bound_s} s" + (f": {log.read_text()[-3000:]}" if log else ""))
+
+
+@pytest.fixture
+def browser(server):
+    from selenium import webdriver
+
+    options = webdriver.ChromeOptions()
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,2400"):
+        options.add_argument(flag)
+    options.binary_location = CHROMIUM
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(CHROMEDRIVER))
+    driver.set_script_timeout(60)
+    driver.get(server["url"])
+    _wait_until(lambda: driver.find_elements("css selector", "#remix"), 60)
+    yield driver
+    driver.quit()
+
+
+def _css(driver, selector):
+    return driver.find_element("css selector", selector)
+
+
+def _remix(driver, song: Path, prompt: str = "jazz") -> str:
+    """Upload, write the prompt, pick the small model, press Remix; the status line once it is set."""
+    for clear in driver.find_elements("css selector", "#song button[aria-label=Clear]"):
+        clear.click()  # the previous upload goes; the drop zone comes back
+    _wait_until(lambda: driver.find_elements("css selector", "#song input[type=file]"), 30)
+    _css(driver, "#song input[type=file]").send_keys(str(song))
+    _wait_until(lambda: song.stem in _css(driver, "#song").text.split("\n"), 60)  # the upload is listed
+    box = _css(driver, "#input-prompt textarea")
+    box.clear()
+    box.send_keys(prompt)
+    _css(driver, "#input-model_version input").click()
+    # The chosen option is listed with a check mark before its name.
+    next(e for e in driver.find_elements("css selector", "ul li") if e.text.split("\n")[-1].strip() == "chord").click()
+    before = _css(driver, "#status").text
+    _css(driver, "#remix").click()
+    # While it runs the status box shows Gradio's progress ("processing | 1.2s"); then the result's line.
+    _wait_until(lambda: _css(driver, "#status").text != before and _css(driver, "#status").text.startswith(
+        FINAL_STATUS), REMIX_BOUND_S)
+    return _css(driver, "#status").text
+
+
+def _decoded_duration(driver, href: str) -> float:
+    """The browser fetches the file and decodes it with its own audio decoder: it plays."""
+    return driver.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        fetch(arguments[0]).then(r => r.arrayBuffer())
+          .then(b => new OfflineAudioContext(1, 1, 32000).decodeAudioData(b))
+          .then(a => done(a.duration)).catch(e => done(-1));""", href)
+
+
+def _value_of(driver, spec) -> object:
+    element = _css(driver, f"#input-{spec.name}")
+    if spec.type is bool:
+        return element.find_element("css selector", "input[type=checkbox]").is_selected()
+    field = element.find_elements("css selector", "input[type=number]") or \
+        element.find_elements("css selector", "textarea") or element.find_elements("css selector", "input")
+    return field[0].get_attribute("value")
+
+
+def test_the_page_shows_every_input_of_the_table_with_its_default(browser):
+    _css(browser, "#advanced").click()  # the accordion opens
+    for spec in INPUTS:
+        if spec.name == "music_input":
+            assert _css(browser, "#song input[type=file]")
+            continue
+        shown = _value_of(browser, spec)
+        expected = web.page_default(spec)
+        if spec.type is bool:
+            assert shown is expected, spec.name
+        elif expected is None and spec.type in (int, float):
+            assert float(shown) == UNSET, (spec.name, shown)  # -1: unset, as the Cog API says it
+        elif expected is None:
+            assert shown in ("", None), (spec.name, shown)
+        elif spec.type in (int, float):
+            assert float(shown) == pytest.approx(float(expected)), (spec.name, shown)
+        else:
+            assert shown == str(expected), (spec.name, shown)
+        assert spec.description[:40] in _css(browser, f"#input-{spec.name}").text, spec.name
+
+
+def test_remix_from_the_browser_plays_and_shows_the_song(browser, tmp_path):
+    song = write_song(tmp_path / "song.wav", 3.0)
+    status = _remix(browser, song)
+    assert status.startswith("Done in"), status
+    links = {a.get_attribute("download"): a.get_attribute("href")
+             for a in browser.find_elements("css selector", "#downloads a[download]")}
+    assert {"remix.wav", "analysis.json", "analysis.png"} <= set(links), links
+    player_link = _css(browser, "#remix-player a[download]").get_attribute("href")
+    assert _decoded_duration(browser, player_link) == pytest.approx(3.0, abs=0.01)
+    picture = _css(browser, "#picture img")
+    _wait_until(lambda: browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth",
+                                               picture), 30)
+    assert browser.execute_script("return [arguments[0].naturalWidth, arguments[0].naturalHeight]",
+                                  picture) == [1600, 500]
+    browser.save_screenshot(str(tmp_path / "result.png"))
+    shot = tmp_path / "result.png"
+    assert shot.stat().st_size > 10_000
+    print(f"screenshot: {shot}")
+
+
+def test_a_bad_upload_shows_its_error_and_the_next_request_works(browser, tmp_path):
+    bad = tmp_path / "notes.txt"
+    bad.write_text("this is not a song\n" * 50)
+    status = _remix(browser, bad)
+    assert status.startswith("Could not remix:") and "not a readable audio file" in status, status
+    assert "Traceback" not in browser.page_source
+    good = write_song(tmp_path / "good.wav", 2.0)
+    status = _remix(browser, good, prompt="reggae")
+    assert status.startswith("Done in"), status
+    href = _css(browser, "#remix-player a[download]").get_attribute("href")
+    assert _decoded_duration(browser, href) == pytest.approx(2.0, abs=0.01)
