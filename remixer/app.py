@@ -60,6 +60,8 @@ class App:
         self._lock = threading.Lock()
         # One remix at a time even when a cancelled one is still unwinding (Gradio frees its queue slot at once).
         self._running = threading.Lock()
+        if log.getEffectiveLevel() > logging.INFO:
+            log.setLevel(logging.INFO)  # the stage lines are the progress bar's text
 
     def session(self, key: str) -> Session:
         with self._lock:
@@ -92,7 +94,10 @@ class App:
         try:
             if not song:
                 raise RemixerError("no song: drop an audio file on the page first")
-            request = RemixRequest.from_inputs(**{**values, "music_input": song})
+            values = {**values, "music_input": song}
+            if (values.get("takes") or 1) > 1:
+                values["return_takes"] = True  # the page plays every take
+            request = RemixRequest.from_inputs(**values)
 
             def progress(done: int, total: int) -> None:
                 if session.cancel.is_set():

@@ -16,12 +16,11 @@ from pathlib import Path
 import pytest
 
 from remixer import app as web
+from remixer.generation import EMPTY_PROMPT
 from remixer.request import INPUTS, UNSET
 from remixer.testing.audio import write_song
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
-                                reason="needs Debian's chromium and chromium-driver (./run.sh test installs them)")
 FINAL_STATUS = ("Done in", "Could not remix:")
 REMIX_BOUND_S = 300  # a 3 s song on the tiny weights takes ~15 s on 2 cores; the bound only stops a hang
 
@@ -34,6 +33,8 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tiny_weights, tmp_path_factory):
+    if CHROMIUM is None or CHROMEDRIVER is None:
+        pytest.skip("needs Debian's chromium and chromium-driver (./run.sh test installs them)")
     port = _free_port()
     log = tmp_path_factory.mktemp("app") / "app.log"
     with open(log, "w") as out:
@@ -179,3 +180,32 @@ def test_a_bad_upload_shows_its_error_and_the_next_request_works(browser, tmp_pa
     assert status.startswith("Done in"), status
     href = _css(browser, "#remix-player a[download]").get_attribute("href")
     assert _decoded_duration(browser, href) == pytest.approx(2.0, abs=0.01)
+
+
+# --- the page's logic without a browser ------------------------------------------------------------------
+
+
+def test_takes_are_all_played_ranked_with_their_numbers_and_a_failure_says_why(tiny_remixer, tmp_path):
+    """App.remix and what the page shows, on the tiny weights: two takes give two players (the chosen one
+    marked) and a table row each; an error is one line; closing the session removes its folder."""
+    page = web.App(tiny_remixer, tmp_path)
+    song = write_song(tmp_path / "song.wav", 1.5)
+    texts = []
+    done = page.remix("s1", str(song), {"prompt": "jazz", "model_version": "chord", "seed": 4, "takes": 2},
+                      lambda fraction, text: texts.append(text))
+    assert done["error"] is None and len(done["result"].takes) == 2
+    shown = web._shown(done, web.MAX_TAKE_PLAYERS, len(web.STEMS))
+    status, remix, table, *rest = shown
+    players = rest[:web.MAX_TAKE_PLAYERS]
+    assert status.startswith("Done in") and remix == str(done["result"].remix)
+    visible = [p for p in players if p.get("visible")]
+    assert len(visible) == 2 and "(chosen)" in visible[0]["label"] and "(chosen)" not in visible[1]["label"]
+    assert visible[0]["value"] == str(done["result"].remix)
+    assert table.count("\n| ") == 2 and "| 1 (chosen) | 1 |" in table  # a row per take, under the header
+    assert any(t.startswith("generating: ") for t in texts) and any(t.startswith("separate ") for t in texts)
+    failed = page.remix("s1", str(song), {"prompt": " ", "model_version": "chord"}, lambda *_: None)
+    assert failed["error"] == EMPTY_PROMPT
+    assert web._shown(failed, 4, 4)[0].startswith("**Could not remix:**")
+    assert (tmp_path / "sessions" / "s1").is_dir()
+    page.close("s1")
+    assert not (tmp_path / "sessions" / "s1").exists()

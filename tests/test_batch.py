@@ -146,6 +146,29 @@ def test_ledger_keeps_one_line_per_row_and_ignores_a_broken_line(tmp_path, songs
     assert set(Ledger(path).records) == {"a", "b"}
 
 
+def test_a_row_is_done_only_with_the_same_inputs_and_every_output_still_there(tmp_path, songs):
+    """What resume skips: an ok row with the same input hash whose every recorded output exists."""
+    (row,) = read_manifest(write_csv(tmp_path / "m.csv", "id,music_input,prompt", f"a,{songs / 'song1.wav'},jazz"))
+    out = tmp_path / "out"
+    (out / "a").mkdir(parents=True)
+    outputs = {"remix": "a/remix.wav", "analysis_json": "a/analysis.json"}
+    for name in outputs.values():
+        (out / name).write_bytes(b"x")
+    ledger = Ledger(out / RESULTS_FILE)
+    ledger.record({"id": "a", "status": "ok", "input_hash": row.input_hash, "outputs": outputs})
+    assert Ledger(out / RESULTS_FILE).done(row)
+    (out / "a" / "analysis.json").unlink()  # one output of two gone: the row runs again
+    assert not Ledger(out / RESULTS_FILE).done(row)
+    (out / "a" / "analysis.json").mkdir()  # a folder where the file was is not the file
+    assert not Ledger(out / RESULTS_FILE).done(row)
+    (out / "a" / "analysis.json").rmdir()
+    (out / "a" / "analysis.json").write_bytes(b"x")
+    ledger.record({"id": "a", "status": "ok", "input_hash": "another", "outputs": outputs})
+    assert not Ledger(out / RESULTS_FILE).done(row)  # inputs edited since
+    ledger.record({"id": "a", "status": "failed", "input_hash": row.input_hash, "outputs": {}})
+    assert not Ledger(out / RESULTS_FILE).done(row)
+
+
 def test_pool_plan_follows_the_cluster():
     gpus = {"GPU": 8.0, "CPU": 64.0}
     assert plan_pool(gpus, rows=100) == plan_pool(gpus, 100, 8, 1, 8)

@@ -120,3 +120,17 @@ def test_a_wrong_size_or_checksum_that_persists_is_an_error_and_nothing_is_kept(
     with pytest.raises(DownloadError, match="downloaded 3145728 bytes, expected 123"):
         download.fetch_all([_job(served, tmp_path, size=123)], SMALL_CHUNKS)
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("checksum", [True, False])
+def test_a_range_of_several_reads_is_written_byte_for_byte_at_its_offset(tmp_path, checksum):
+    """Ranges longer than one read (1 MiB): 2 MiB + 5 bytes, then the rest; every byte where it belongs,
+    also without a checksum to catch a misplaced read."""
+    served = FileServer(Behaviour(payload=PAYLOAD))
+    try:
+        job = Job(f"{served.url}/model.bin", tmp_path / "model.bin", sha256=DIGEST if checksum else None)
+        (path,) = download.fetch_all([job], Settings(connections=2, chunk_bytes=(2 << 20) + 5, retries=1))
+    finally:
+        served.close()
+    assert len([r for r in served.behaviour.requests if r and r != "bytes=0-0"]) == 2
+    assert path.read_bytes() == PAYLOAD

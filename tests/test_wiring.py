@@ -342,3 +342,127 @@ def test_wiring_stems_follow_the_same_time_map_and_add_up(remixer, song, tmp_pat
     np.testing.assert_array_equal(sf.read(plain.instrumental, dtype="float32")[0],
                                   sf.read(result.instrumental, dtype="float32")[0])
     assert np.abs(read["vocals"]).max() > 0
+
+
+# --- the wires of "tests that catch II" ------------------------------------------------------------------
+
+
+def test_wiring_the_text_encoder_gets_the_prompt_with_the_songs_bpm(remixer, song, tmp_path, monkeypatch):
+    """Fixed: the rhythm stage (120 bpm). The text T5 encodes is the prompt and the song's tempo, as the
+    chord models were trained; and it is what the tokenizer turns into the encoder's tokens."""
+    monkeypatch.setattr(remixer.analyzer, "analyze", Spy(remixer.analyzer.analyze, _known_rhythm()))
+    encode = Spy(generation.encode_text)
+    monkeypatch.setattr(generation, "encode_text", encode)
+    model = remixer.load_version("chord")
+    tokenize = Spy(model.tokenizer)
+    monkeypatch.setattr(model, "tokenizer", tokenize)
+    remixer.remix(RemixRequest.from_inputs(prompt="bossa nova", music_input=song, model_version="chord", seed=1),
+                  tmp_path)
+    ((_, text), _), = encode.calls
+    assert text == "bossa nova, bpm : 120"
+    assert [args[0] for args, _ in tokenize.calls] in (["bossa nova, bpm : 120"], [["bossa nova, bpm : 120"]])
+
+
+def _marked_song(path, seconds: float = SECONDS):
+    """A song whose every sample says where it is: a rising chirp (stereo), so a cut shows its place."""
+    t = np.arange(int(seconds * SR)) / SR
+    chirp = 0.4 * np.sin(2 * np.pi * (100 * t + 40 * t ** 2))
+    sf.write(path, np.stack([chirp, 0.5 * chirp]).T.astype(np.float32), SR, subtype="FLOAT")
+    return path
+
+
+def test_wiring_a_section_is_cut_where_asked_and_reported_on_the_songs_timeline(remixer, tmp_path, monkeypatch):
+    """Fixed: the rhythm stage (downbeats on the part's own timeline) and the chord recognizer (chords on
+    it too). The part from 1.5 s to 7.0 s is what is separated; every time reported is on the song's
+    timeline; the remix is the part's length."""
+    song = _marked_song(tmp_path / "song.wav")
+    part_downbeats = [0.5, 2.5, 4.5]
+    monkeypatch.setattr(remixer.analyzer, "analyze", Spy(remixer.analyzer.analyze, _known_rhythm(
+        song_downbeats=part_downbeats, generated_downbeats=part_downbeats)))
+    part_chords = [ChordSegment(0.0, 2.5, "A:min"), ChordSegment(2.5, 5.5, "E:7")]
+    recognizer = remixer.recognizers[True]
+    monkeypatch.setattr(recognizer, "recognize", Spy(recognizer.recognize, lambda *_a, **_k: list(part_chords)))
+    separate = Spy(remixer.separator.separate)
+    monkeypatch.setattr(remixer.separator, "separate", separate)
+    result = remixer.remix(RemixRequest.from_inputs(prompt="x", music_input=song, model_version="chord", seed=1,
+                                                    start_time=1.5, end_time=7.0, return_analysis=True), tmp_path)
+    (cut, rate), _ = separate.calls[0]
+    whole, _ = sf.read(song, dtype="float32", always_2d=True)
+    assert rate == SR and cut.shape == (2, int(5.5 * SR))
+    np.testing.assert_array_equal(cut, whole.T[:, int(1.5 * SR):int(7.0 * SR)])
+    report = json.loads(result.analysis_json.read_text())
+    assert report["section"] == {"start": 1.5, "end": 7.0} and report["duration"] == pytest.approx(5.5)
+    assert report["downbeats"] == pytest.approx([2.0, 4.0, 6.0])
+    assert [(c["start"], c["end"], c["label"]) for c in report["chords"]] == [(1.5, 4.0, "A:min"), (4.0, 7.0, "E:7")]
+    assert sf.info(result.remix).frames == int(5.5 * generation.SAMPLE_RATE)
+
+
+def test_wiring_a_short_progression_repeats_to_the_songs_end(remixer, song, tmp_path, monkeypatch):
+    """Fixed: the rhythm stage (4 bars). Two chords on four bars: C G C G, not C G G G."""
+    monkeypatch.setattr(remixer.analyzer, "analyze", Spy(remixer.analyzer.analyze, _known_rhythm()))
+    generate = Spy(generation.generate_takes)
+    monkeypatch.setattr(generation, "generate_takes", generate)
+    result = remixer.remix(RemixRequest.from_inputs(prompt="x", music_input=song, model_version="chord", seed=1,
+                                                    chords="C G", return_analysis=True), tmp_path)
+    assert [c.label for c in result.analysis.chords] == ["C", "G", "C", "G"]
+    chroma = generate.calls[0][0][2]
+    bars = [0.0, *SONG_DOWNBEATS[1:], SECONDS]
+    for index, (start, end) in enumerate(zip(bars[:-1], bars[1:])):
+        frame = int(((start + end) / 2) / chords.FRAME_SECONDS)
+        assert chroma[frame].tolist() == chords.chord_to_pitch_classes("CG"[index % 2]), index
+
+
+@pytest.mark.parametrize("strategy,check", [
+    ("peak", lambda x: np.abs(x).max() == pytest.approx(10 ** (-1 / 20), abs=2e-4)),
+    ("rms", lambda x: np.sqrt(np.mean(x ** 2)) == pytest.approx(10 ** (-18 / 20), rel=0.02)),
+])
+def test_wiring_the_normalization_strategy_reaches_the_mix_and_sets_the_level(
+        strategy, check, remixer, song, tmp_path, monkeypatch):
+    """Fixed: nothing; a spy on the mix. The level the user asked for is the remix's level."""
+    mixed = Spy(mix.mix)
+    monkeypatch.setattr(mix, "mix", mixed)
+    result = remixer.remix(RemixRequest.from_inputs(prompt="x", music_input=song, model_version="chord", seed=1,
+                                                    normalization_strategy=strategy), tmp_path)
+    (args, _), = mixed.calls
+    assert args[3] == strategy
+    remix, _ = sf.read(result.remix, dtype="float32", always_2d=True)
+    assert check(remix), (strategy, np.abs(remix).max(), np.sqrt(np.mean(remix ** 2)))
+
+
+def test_wiring_drums_and_bass_are_the_new_musics_stems_carried_through_beat_sync(
+        remixer, song, tmp_path, monkeypatch):
+    """Fixed: the rhythm stage, the generated music (clicks on its downbeats) and the separation of the
+    generated music (drums: clicks on its downbeats; bass: clicks a quarter second later; no other, no
+    vocals). The stems returned are those stems, moved by the instrumental's time map: the drums' clicks
+    land on the song's downbeats, the bass's a mapped quarter second after them."""
+    monkeypatch.setattr(remixer.analyzer, "analyze", Spy(remixer.analyzer.analyze, _known_rhythm()))
+
+    def clicks_instead(_call, made, *args, **kwargs):
+        return [_with_clicks(generated) for generated in made]
+
+    monkeypatch.setattr(generation, "generate_takes", Spy(generation.generate_takes, clicks_instead))
+    offset = 0.25
+
+    def known_stems(call, stems, samples, rate):
+        if call == 1:
+            return stems
+        length = int(round(samples.shape[1] * SR / rate))
+        drums = _clicks(GENERATED_DOWNBEATS, length, SR, 2)
+        bass = _clicks([t + offset for t in GENERATED_DOWNBEATS], length, SR, 2)
+        silence = np.zeros_like(drums)
+        return separation.Stems({"drums": drums, "bass": bass, "other": silence, "vocals": silence})
+
+    monkeypatch.setattr(remixer.separator, "separate", Spy(remixer.separator.separate, known_stems))
+    result = remixer.remix(RemixRequest.from_inputs(prompt="x", music_input=song, model_version="chord", seed=1,
+                                                    return_stems=True, normalization_strategy="peak"), tmp_path)
+    drums, rate = sf.read(result.stems["drums"], dtype="float32", always_2d=True)
+    bass, _ = sf.read(result.stems["bass"], dtype="float32", always_2d=True)
+    drum_clicks = _click_times(drums.T, rate)
+    assert len(drum_clicks) == len(SONG_DOWNBEATS)
+    assert np.max(np.abs(np.array(drum_clicks) - SONG_DOWNBEATS)) < 0.003, drum_clicks
+    # Inside a bar the map is linear: a quarter second of a 1.9 s generated bar is 0.263 s of a 2.0 s one
+    # (after the last downbeat the tail follows its own ratio: not checked).
+    expected_bass = [t + offset * 2.0 / 1.9 for t in SONG_DOWNBEATS[:-1]]
+    bass_clicks = _click_times(bass.T, rate)
+    assert len(bass_clicks) == len(SONG_DOWNBEATS)
+    assert np.max(np.abs(np.array(bass_clicks[:-1]) - expected_bass)) < 0.003, bass_clicks

@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 FAST_TESTS = ["test_wiring.py", "test_pipeline.py", "test_mix.py", "test_generation.py", "test_mbd.py",
               "test_separation_rhythm.py", "test_beatsync.py", "test_chords.py", "test_btc.py", "test_audio.py",
-              "test_checkpoints.py", "test_batch.py"]
+              "test_checkpoints.py", "test_batch.py", "test_download.py"]
 
 
 @dataclass(frozen=True)
@@ -36,13 +36,13 @@ class Bug:
 
 BUGS = [
     Bug("beat-sync downbeats swapped", "remixer/pipeline.py",
-        "generated.downbeats,\n                                              song.downbeats, threshold=threshold",
-        "song.downbeats,\n                                              generated.downbeats, threshold=threshold"),
-    Bug("beat-sync skipped", "remixer/pipeline.py", "instrumental, band = self._beat_sync(",
-        "_, band = self._beat_sync("),
+        "instrumental, musicgen.SAMPLE_RATE, generated.downbeats,\n                                                song.downbeats,",
+        "instrumental, musicgen.SAMPLE_RATE, song.downbeats,\n                                                generated.downbeats,"),
+    Bug("beat-sync skipped", "remixer/pipeline.py", "take.instrumental, take.band = synced.instrumental, synced.band",
+        "take.band = synced.band"),
     Bug("beat_sync_threshold ignored", "remixer/pipeline.py",
-        "song.downbeats, threshold=threshold, bpm=song.bpm), None",
-        "song.downbeats, threshold=None, bpm=song.bpm), None"),
+        "song.downbeats, threshold=threshold, bpm=song.bpm)\n            return _Synced(synced, None",
+        "song.downbeats, threshold=None, bpm=song.bpm)\n            return _Synced(synced, None"),
     Bug("chroma reaches generation as zeros", "remixer/pipeline.py",
         "chords.segments_to_chroma(segments, duration, request.chroma_coefficient)",
         "chords.segments_to_chroma(segments, duration, request.chroma_coefficient) * 0"),
@@ -61,8 +61,8 @@ BUGS = [
         "seed=request.seed, bpm=None"),
     Bug("chords on the vocals only", "remixer/pipeline.py", "recognizer.recognize(stems.drumless",
         "recognizer.recognize(stems.vocals"),
-    Bug("another stem mixed as vocals", "remixer/pipeline.py", "mix.prepare_vocals(stems.vocals,",
-        "mix.prepare_vocals(stems['other'],"),
+    Bug("another stem mixed as vocals", "remixer/pipeline.py", "song_vocals = stems.vocals\n",
+        "song_vocals = stems['other']\n"),
     Bug("separation not destandardised", "remixer/separation.py", "sources = (sources * std + mean)",
         "sources = (sources)"),
     Bug("stereo tokens decoded with channels swapped", "remixer/generation.py",
@@ -97,6 +97,38 @@ BUGS = [
     Bug("batch: Ctrl-C leaves rows in progress behind", "remixer/batch.py",
         "        pool.close()\n        shutil.rmtree(out / PARTIAL_DIR, ignore_errors=True)\n",
         "        pool.close()\n"),
+    # Tests that catch II (2026-11-29): one slip of each kind of wire that had no fast guard.
+    Bug("encoder: the prompt without its bpm", "remixer/generation.py",
+        "    text = build_prompt(prompt, bpm)\n", "    text = build_prompt(prompt, None)\n"),
+    Bug("encoder: bpm written in another format", "remixer/generation.py",
+        'f"{text}, bpm : {int(round(bpm))}"', 'f"{text} {int(round(bpm))} bpm"'),
+    Bug("section: cut to the song's end, not end_time", "remixer/pipeline.py",
+        "min(int(round(last * song.sample_rate)), song.samples.shape[1])", "song.samples.shape[1]"),
+    Bug("section: analysis left on the part's timeline", "remixer/pipeline.py",
+        "segments, duration, offset * change.factor, request,", "segments, duration, 0.0, request,"),
+    Bug("section: chords not moved to the song's timeline", "remixer/pipeline.py",
+        "chords=[replace(c, start=offset + c.start, end=offset + c.end) for c in segments]",
+        "chords=list(segments)"),
+    Bug("stems: drums and bass swapped after the sync", "remixer/pipeline.py",
+        'band = {"drums": synced[channels:2 * channels], "bass": synced[2 * channels:]}',
+        'band = {"drums": synced[2 * channels:], "bass": synced[channels:2 * channels]}'),
+    Bug("stems: band returned unsynced", "remixer/pipeline.py",
+        '        band = {"drums": synced[channels:2 * channels], "bass": synced[2 * channels:]}\n', ""),
+    Bug("mix: normalization_strategy dropped", "remixer/pipeline.py",
+        "remixed = mix.mix(instrumental, vocals, musicgen.SAMPLE_RATE, request.normalization_strategy)",
+        "remixed = mix.mix(instrumental, vocals, musicgen.SAMPLE_RATE)"),
+    Bug("mix: peak headroom in the wrong unit", "remixer/audio.py",
+        "peak_limit = _db_to_gain(-PEAK_HEADROOM_DB)", "peak_limit = 1.0 - PEAK_HEADROOM_DB / 100"),
+    Bug("chords: the last chord held instead of repeating", "remixer/chords.py",
+        "labels[i % len(labels)]", "labels[min(i, len(labels) - 1)]"),
+    Bug("download: every read of a range written at its start", "remixer/download.py",
+        "os.pwrite(fd, chunk, start + written)", "os.pwrite(fd, chunk, start)"),
+    Bug("download: ranges one chunk long whatever the size", "remixer/download.py",
+        "min(start + settings.chunk_bytes, size)", "start + settings.chunk_bytes"),
+    Bug("batch: done when any output is there", "remixer/batch.py",
+        "and all((self.path.parent / p).is_file()", "and any((self.path.parent / p).is_file()"),
+    Bug("batch: done when the output's name exists at all", "remixer/batch.py",
+        "(self.path.parent / p).is_file() for p", "(self.path.parent / p).exists() for p"),
 ]
 
 
