@@ -80,7 +80,7 @@ def test_jsonl_manifest_problems_by_row(songs, tmp_path):
         "",  # blank lines are allowed and not rows
         "{not json",
         json.dumps(["a list"]),
-        json.dumps({"music_input": str(songs / "song1.wav"), "prompt": "jazz", "id": "x", "tempo": 3}),
+        json.dumps({"music_input": str(songs / "song1.wav"), "prompt": "jazz", "id": "x", "speed": 3}),
         json.dumps({"music_input": str(songs / "song2.wav"), "prompt": "jazz", "id": "../up"}),
         json.dumps({"music_input": str(songs / "song2.wav"), "prompt": "jazz", "temperature": "hot"}),
     ]
@@ -91,7 +91,7 @@ def test_jsonl_manifest_problems_by_row(songs, tmp_path):
     message = str(caught.value)
     assert "row 2 (line 3): not JSON" in message
     assert "row 3 (line 4): a row is a JSON object, got list" in message
-    assert "row 4 (line 5): unknown column(s) ['tempo']" in message
+    assert "row 4 (line 5): unknown column(s) ['speed']" in message
     assert "row 4: id 'x' is already used by row 1" in message
     assert "row 5: id '../up' must be letters" in message
     assert "row 6 (line 7): temperature: 'hot' is not a float" in message

@@ -139,8 +139,8 @@ def test_cli_takes_write_beside_the_remix_and_the_summary_ranks_them(tiny_weight
 
 
 def test_cli_transpose_and_tempo(tiny_weights, tmp_path):
-    """transpose runs end to end and is summarised; tempo on a song without a beat (random All-In-One finds
-    none) ends in one line saying why; an out-of-range transpose is refused before any work."""
+    """transpose runs end to end and is summarised; an out-of-range transpose is refused before any work (tempo
+    on a song without a beat: tests/test_keytempo.py, in process)."""
     song = tmp_path / "song.wav"
     sf.write(song, tone(220, 1.5, 44100).T, 44100)
     env = {"REMIXER_WEIGHTS_DIR": str(tiny_weights)}
@@ -148,8 +148,5 @@ def test_cli_transpose_and_tempo(tiny_weights, tmp_path):
                 "--output", str(tmp_path / "low.wav"), env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "key and tempo: -3 semitones" in done.stdout and sf.info(tmp_path / "low.wav").duration == 1.5
-    slow = _cli(str(song), "--prompt", "x", "--model-version", "chord", "--tempo", "90", env=env)
-    assert slow.returncode == 1 and "Traceback" not in slow.stderr
-    assert slow.stderr.strip().endswith("no beat was found in it: leave tempo unset for this song")
     bad = _cli(str(song), "--prompt", "x", "--transpose", "13", env=env)
     assert bad.returncode == 2 and "transpose must be <= 12, got 13" in bad.stderr

@@ -113,7 +113,7 @@ def test_request_validation_lists_every_problem(song):
     with pytest.raises(RequestError, match="top_k: 'many' is not a int"):
         RemixRequest.from_inputs(prompt="x", music_input=song, top_k="many")
     with pytest.raises(RequestError, match="unknown input"):
-        RemixRequest.from_inputs(prompt="x", music_input=song, tempo=3)
+        RemixRequest.from_inputs(prompt="x", music_input=song, speed=3)
 
 
 def test_unset_values_and_loose_types(song):
