@@ -209,3 +209,20 @@ def test_takes_are_all_played_ranked_with_their_numbers_and_a_failure_says_why(t
     assert (tmp_path / "sessions" / "s1").is_dir()
     page.close("s1")
     assert not (tmp_path / "sessions" / "s1").exists()
+
+
+def test_cancel_stops_the_remix_at_its_next_generation_step(tiny_remixer, tmp_path):
+    """The Cancel button's flag, set while generating: the request ends with its message, no output kept."""
+    page = web.App(tiny_remixer, tmp_path)
+    song = write_song(tmp_path / "song.wav", 1.5)
+    session = page.session("s2")
+
+    def press_cancel(fraction, text):
+        if text.startswith("generating"):
+            session.cancel.set()
+
+    done = page.remix("s2", str(song), {"prompt": "jazz", "model_version": "chord", "seed": 1}, press_cancel)
+    assert done["error"] == "cancelled: the remix was stopped"
+    assert not any((tmp_path / "sessions" / "s2").iterdir())
+    again = page.remix("s2", str(song), {"prompt": "jazz", "model_version": "chord", "seed": 1}, lambda *_: None)
+    assert again["error"] is None  # the flag is cleared for the next request

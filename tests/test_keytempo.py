@@ -244,3 +244,13 @@ def test_tempo_on_a_song_without_a_beat_is_refused_clearly(tiny_remixer, song, t
     request = RemixRequest.from_inputs(prompt="x", music_input=song, model_version="chord", seed=1, tempo=100)
     with pytest.raises(keytempo.KeyTempoError, match="no beat was found in it: leave tempo unset"):
         tiny_remixer.remix(request, tmp_path)
+
+
+def test_wiring_a_tempo_out_of_range_is_refused_with_the_songs_tempo(tiny_remixer, song, tmp_path, monkeypatch):
+    """Fixed: rhythm (120 bpm). 3x the song's tempo: refused after the analysis, saying the range."""
+    monkeypatch.setattr(tiny_remixer.analyzer, "analyze",
+                        Spy(tiny_remixer.analyzer.analyze, _fixed_rhythm((0.4, 2.3, 4.2, 6.1))))
+    request = RemixRequest.from_inputs(prompt="x", music_input=song, model_version="chord", seed=1, tempo=360)
+    with pytest.raises(keytempo.KeyTempoError, match=r"song's tempo of 120.0 bpm, i.e. 84.0 to 168.0 bpm; got 360"):
+        tiny_remixer.remix(request, tmp_path)
+    assert not any(tmp_path.iterdir())  # nothing written
