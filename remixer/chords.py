@@ -21,7 +21,7 @@ FRAME_SECONDS = WINDOW_SECONDS / FRAMES_PER_WINDOW
 SMOOTHING_FRAMES = 7
 COEFFICIENT_RANGE = (0.5, 2.0)
 
-_PITCH = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
+NOTE_PITCH = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
 # Semitones above the root, per quality (Harte syntax, as BTC's vocabularies use).
 QUALITY_INTERVALS: dict[str, tuple[int, ...]] = {
     "maj": (0, 4, 7),
@@ -94,7 +94,7 @@ def chord_to_pitch_classes(label: str) -> list[int]:
         quality = "maj"
     if quality not in QUALITY_INTERVALS:
         raise ChordError(f"unknown chord quality {quality!r} in {label!r}; known: {', '.join(QUALITY_INTERVALS)}")
-    root = (_PITCH[match["root"]] + match["accidentals"].count("#") - match["accidentals"].count("b")) % 12
+    root = (NOTE_PITCH[match["root"]] + match["accidentals"].count("#") - match["accidentals"].count("b")) % 12
     vector = [0] * 12
     for interval in QUALITY_INTERVALS[quality]:
         vector[(root + interval) % 12] = 1

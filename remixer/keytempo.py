@@ -19,13 +19,13 @@ from typing import Sequence
 
 import numpy as np
 
+from remixer.chords import NOTE_PITCH
 from remixer.errors import RemixerError
 from remixer.rhythm import Rhythm
 
 TRANSPOSE_RANGE = (-12, 12)  # semitones
 TEMPO_RANGE = (0.7, 1.4)  # new tempo / the song's
 _NOTES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
-_PITCH = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
 _NOTE = re.compile(r"^([A-G])([#b]*)")
 # Envelope correction: a 2048-point STFT at 44.1 kHz (46 ms, resolves harmonics down to ~60 Hz) and a
 # cepstral lifter of 1.5 ms, shorter than the period of any sung pitch (< 660 Hz), so the envelope follows
@@ -105,7 +105,7 @@ def _move_note(text: str, semitones: int) -> tuple[str, str]:
     match = _NOTE.match(text)
     if match is None:
         raise KeyTempoError(f"cannot transpose chord {text!r}: it has no root note")
-    pitch = _PITCH[match[1]] + match[2].count("#") - match[2].count("b")
+    pitch = NOTE_PITCH[match[1]] + match[2].count("#") - match[2].count("b")
     return _NOTES[(pitch + semitones) % 12], text[match.end():]
 
 
