@@ -9,12 +9,24 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-apt_install() {  # Debian packages, as root or through sudo
-  local sudo=""
+apt_install() {  # Debian packages, as root or through sudo; waits for another install to finish
+  local sudo="" wait="-o DPkg::Lock::Timeout=1200"
   if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
   echo "[setup] installing Debian's $*"
-  $sudo apt-get install -y -q "$@" >/dev/null \
-    || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q "$@" >/dev/null; }
+  # shellcheck disable=SC2086  # $wait is two words on purpose
+  $sudo apt-get $wait install -y -q "$@" >/dev/null \
+    || { $sudo apt-get $wait update -q >/dev/null && $sudo apt-get $wait install -y -q "$@" >/dev/null; }
+}
+
+# Two run.sh started at once (two clones, or CI beside a person) take turns: one installs, the other
+# waits, then finds everything there. flock comes with util-linux, on every Debian.
+with_lock() {  # with_lock FILE COMMAND...
+  local file=$1; shift
+  if command -v flock >/dev/null 2>&1; then
+    ( flock -w 1800 9 || { echo "[setup] waited 30 min for $file; giving up" >&2; exit 1; }; "$@" ) 9>"$file"
+  else
+    "$@"
+  fi
 }
 
 need_browser() { ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; }
@@ -32,8 +44,18 @@ find_python() {
   return 1
 }
 
+install_ffmpeg() { if need_ffmpeg; then apt_install ffmpeg; fi; }
+
+install_browser() { if need_browser; then apt_install chromium chromium-driver; fi; }
+
+APT_LOCK="${TMPDIR:-/tmp}/musicgen-remixer-apt.lock"
+
 setup() {
-  if need_ffmpeg; then apt_install ffmpeg; fi
+  if need_ffmpeg; then with_lock "$APT_LOCK" install_ffmpeg; fi
+  with_lock .venv.lock setup_venv
+}
+
+setup_venv() {
   if [ ! -x .venv/bin/python ]; then
     echo "[setup] creating .venv"
     "$(find_python)" -m venv .venv
@@ -54,7 +76,7 @@ cmd=${1:-help}
 shift || true
 case "$cmd" in
   setup) setup ;;
-  test) setup; if need_browser; then apt_install chromium chromium-driver; fi  # the web app's browser tests
+  test) setup; if need_browser; then with_lock "$APT_LOCK" install_browser; fi  # the app's browser tests
         export PATH="$PWD/.venv/bin:$PATH"; exec .venv/bin/python -m pytest "$@" ;;
   remix) setup; export PATH="$PWD/.venv/bin:$PATH"; exec .venv/bin/python -m remixer "$@" ;;
   batch) setup; export PATH="$PWD/.venv/bin:$PATH"; exec .venv/bin/python -m remixer batch "$@" ;;

@@ -25,7 +25,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from remixer import weights
 from remixer.errors import RemixerError
@@ -257,32 +257,44 @@ def _run_on_ray(ray, todo: list[Row], out: Path, ledger: Ledger, summary: BatchS
         except (ConnectionError, RuntimeError, ValueError) as error:
             raise BatchError(f"could not reach the Ray cluster at {address!r}: {error}") from None
     try:
-        with _sigterm_stops_the_run():  # after ray.init, which installs its own SIGTERM handler
-            _run_pool(ray, todo, out, ledger, summary, root, offline, sizes, progress)
+        # After ray.init, which installs its own SIGTERM handler.
+        with _stop_requests() as stop:
+            _run_pool(ray, todo, out, ledger, summary, root, offline, sizes, progress, stop)
     finally:
         if owned:
             ray.shutdown()
 
 
 @contextlib.contextmanager
-def _sigterm_stops_the_run():
-    """SIGTERM (a scheduler stopping the job) stops the run as cleanly as Ctrl-C."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
+def _stop_requests() -> Iterator[threading.Event]:
+    """Ctrl-C and SIGTERM (a scheduler stopping the job) set the event the driver's loop checks after each
+    wait; a second signal stops at once.
+
+    Why not Python's KeyboardInterrupt alone: the driver spends nearly all its time inside ray.wait, whose
+    C++ loop runs Python's signal handlers itself, catches the KeyboardInterrupt there and turns it into a
+    status; on some of its paths that status is dropped, and the run carried on as if nothing was asked
+    (the flaky Ctrl-C test). A flag set by our own handler cannot be lost that way.
+    """
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield stop
         return
 
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
+    def request_stop(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {number: signal.signal(number, request_stop) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        yield stop
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def _run_pool(ray, todo: list[Row], out: Path, ledger: Ledger, summary: BatchSummary, root: Path,
-              offline: bool | None, sizes: tuple, progress: bool) -> None:
+              offline: bool | None, sizes: tuple, progress: bool, stop: threading.Event) -> None:
     """Start the workers, drive the rows through them, and always stop them and drop unfinished work."""
     plan = plan_pool(ray.cluster_resources(), len(todo), *sizes)
     summary.plan = plan
@@ -290,7 +302,7 @@ def _run_pool(ray, todo: list[Row], out: Path, ledger: Ledger, summary: BatchSum
              plan.gpus_per_worker, plan.cpus_per_worker)
     pool = _Pool(ray, plan, root, offline)
     try:
-        _drive(pool, todo, out, ledger, summary, progress)
+        _drive(pool, todo, out, ledger, summary, progress, stop)
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
@@ -359,8 +371,10 @@ class _Pool:
             self.ray.kill(actor, no_restart=True)
 
 
-def _drive(pool: _Pool, todo: list[Row], out: Path, ledger: Ledger, summary: BatchSummary, progress: bool) -> None:
-    """Hand rows to idle workers until every row has finished or failed."""
+def _drive(pool: _Pool, todo: list[Row], out: Path, ledger: Ledger, summary: BatchSummary, progress: bool,
+           stop: threading.Event) -> None:
+    """Hand rows to idle workers until every row has finished or failed, or `stop` is set (then
+    KeyboardInterrupt: the rows still running are abandoned)."""
     from tqdm import tqdm
 
     ray = pool.ray
@@ -379,6 +393,8 @@ def _drive(pool: _Pool, todo: list[Row], out: Path, ledger: Ledger, summary: Bat
             if not waiting:
                 raise BatchError("no worker is left to remix the remaining rows")
             ready, _ = ray.wait(waiting, num_returns=1, timeout=1.0)
+            if stop.is_set():
+                raise KeyboardInterrupt
             for ref in ready:
                 if ref in pool.starting:
                     pool.started(ref)

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
-from remixer import decoding, fidelity, generation, pipeline
+from btc import ChordSegment
+from remixer import decoding, fidelity, generation, pipeline, rhythm
 from remixer.decoding import Sampling, WindowDecoder
 from remixer.request import RemixRequest, RequestError
 from remixer.testing.audio import write_song
@@ -86,16 +88,30 @@ def test_sampled_takes_differ_and_a_seed_gives_the_same_takes(tiny_weights):
         generation.generate_takes(model, "x", chroma, 1.5, seed=3, takes=5)
 
 
-def test_one_take_is_byte_identical_to_the_remix_before_takes(tmp_path):
-    """Recorded with the code before takes existed (fixture's 'recorded'): same tokens, same remix bytes."""
-    import hashlib
+# The analysis stages' results, pinned for the recording below: BTC and All-In-One make discrete choices from
+# float features (a chord's argmax, a beat's peak), and on another CPU a last-bit difference can flip one and
+# change the condition, and so every token after it. Pinned, only float noise is left, which the tolerance holds.
+PINNED_RHYTHM = rhythm.Rhythm(bpm=120.0, beats=[0.5, 1.0, 1.5, 2.0, 2.5])  # no downbeat: beat-sync does not run
+PINNED_CHORDS = [ChordSegment(0.0, 1.0, "C"), ChordSegment(1.0, 2.0, "A:min7"), ChordSegment(2.0, 3.0, "F:maj7")]
+# int16 steps. Measured: the same remix on 1 and 2 torch threads differs by at most 1 step (RMS 0.05 step);
+# a wrong wire (level, mix, vocals, sampling) moves it by thousands.
+MAX_SAMPLE_STEPS = 16
+MAX_RMS_STEPS = 2.0
 
+
+def test_one_take_is_the_remix_before_takes(tmp_path, monkeypatch):
+    """Recorded with the code before takes existed (fixture's 'recorded'), with the analysis stages pinned:
+    the same tokens exactly, the same remix within a few int16 steps (float results move with the CPU)."""
     from remixer.pipeline import Remixer
     from remixer.tiny_weights import write_all
 
-    recorded = json.loads((FIXTURES / "takes" / "before_takes.json").read_text())
+    recorded = json.loads((FIXTURES / "takes" / "one_take.json").read_text())
+    expected, rate = sf.read(FIXTURES / "takes" / "one_take_remix.flac", dtype="int16", always_2d=True)
     write_all(tmp_path / "weights", seed=0)
     remixer = Remixer(tmp_path / "weights", "cpu", offline=True)
+    monkeypatch.setattr(remixer.analyzer, "analyze", lambda stems: PINNED_RHYTHM)
+    for recognizer in remixer.recognizers.values():
+        monkeypatch.setattr(recognizer, "recognize", lambda samples, sample_rate: list(PINNED_CHORDS))
     seen = []
     real = generation.generate_takes
 
@@ -104,16 +120,17 @@ def test_one_take_is_byte_identical_to_the_remix_before_takes(tmp_path):
         seen.extend(made)
         return made
 
+    monkeypatch.setattr(generation, "generate_takes", spy)
     song = write_song(tmp_path / "song.wav", 3.0)
-    try:
-        generation.generate_takes = spy
-        result = remixer.remix(RemixRequest.from_inputs(prompt="funk", music_input=str(song),
-                                                        model_version="stereo-chord", seed=7), tmp_path / "out")
-    finally:
-        generation.generate_takes = real
+    result = remixer.remix(RemixRequest.from_inputs(prompt="funk", music_input=str(song),
+                                                    model_version="stereo-chord", seed=7), tmp_path / "out")
     (take,) = seen
     assert take.tokens.tolist() == recorded["tokens"]
-    assert hashlib.sha256(result.remix.read_bytes()).hexdigest() == recorded["remix_sha256"]
+    remixed, remixed_rate = sf.read(result.remix, dtype="int16", always_2d=True)
+    assert remixed_rate == rate and remixed.shape == expected.shape
+    difference = remixed.astype(np.float64) - expected.astype(np.float64)
+    assert np.abs(difference).max() <= MAX_SAMPLE_STEPS
+    assert np.sqrt(np.mean(difference ** 2)) <= MAX_RMS_STEPS
     assert [t.rank for t in result.takes] == [1] and result.take_outputs == {}
 
 
