@@ -81,7 +81,29 @@ class Predictor(BasePredictor):
             raise
         finally:
             release_memory()
+        record = getattr(self, "record_metric", None)  # cog >= 0.17's metric API; older ones have none
+        if record is not None:
+            for key, value in metrics(result).items():
+                record(key, value)
         return [Path(p) for p in result.outputs]
+
+
+def metrics(result) -> dict[str, float | int]:
+    """What Replicate shows beside a prediction: each stage's seconds, the remix's fidelity numbers, the seed.
+    Keys follow Cog's rules (letters, digits, single underscores; a dot nests)."""
+    found: dict[str, float | int] = {"seed": result.seed, "takes": len(result.takes)}
+    for stage, seconds in result.timings.items():
+        found[f"stage_seconds.{metric_name(stage)}"] = round(seconds, 3)
+    if result.fidelity is not None:
+        for name, value in result.fidelity.as_dict().items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                found[f"fidelity.{name}"] = value
+    return found
+
+
+def metric_name(stage: str) -> str:
+    """'key/tempo' -> 'key_tempo', 'MBD' -> 'mbd', 'load model' -> 'load_model'."""
+    return "_".join(part for part in "".join(c if c.isalnum() else " " for c in stage.lower()).split())
 
 
 def release_memory() -> None:

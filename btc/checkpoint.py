@@ -14,7 +14,7 @@ import torch
 from .model import BTC
 
 
-class CheckpointError(ValueError):
+class BTCFormatError(ValueError):
     """A file that is not a BTC checkpoint."""
 
 
@@ -31,25 +31,25 @@ def read_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
         with torch.serialization.safe_globals(allowed):
             data = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise CheckpointError(f"BTC checkpoint not found: {path}") from None
+        raise BTCFormatError(f"BTC checkpoint not found: {path}") from None
     except Exception as error:  # noqa: BLE001 - any failure to unpickle: not a readable checkpoint
-        raise CheckpointError(f"{path} is not a readable BTC checkpoint ({str(error).splitlines()[0]})") from None
+        raise BTCFormatError(f"{path} is not a readable BTC checkpoint ({str(error).splitlines()[0]})") from None
     return from_package(data, path, device)
 
 
 def from_package(data, source: str | Path, device: str | torch.device = "cpu") -> tuple[BTC, float, float]:
     """An unpickled BTC checkpoint ({"model", "mean", "std"}) -> (model, mean, std)."""
     if not isinstance(data, dict) or not {"model", "mean", "std"} <= set(data):
-        raise CheckpointError(f"{source}: a BTC checkpoint holds 'model', 'mean' and 'std'")
+        raise BTCFormatError(f"{source}: a BTC checkpoint holds 'model', 'mean' and 'std'")
     state = data["model"]
     head = state.get("output_layer.output_projection.weight") if isinstance(state, dict) else None
     if head is None:
-        raise CheckpointError(f"{source}: no output layer in the state dict; not a BTC checkpoint")
+        raise BTCFormatError(f"{source}: no output layer in the state dict; not a BTC checkpoint")
     model = BTC(classes=head.shape[0])
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:
-        raise CheckpointError(f"{source}: state dict does not match the BTC layout: {error}") from None
+        raise BTCFormatError(f"{source}: state dict does not match the BTC layout: {error}") from None
     return model.to(device).eval(), _number(data["mean"]), _number(data["std"])
 
 

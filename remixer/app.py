@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from remixer.cli import add_setup_flags, setup_logging
 from remixer.errors import RemixerError
 from remixer.request import INPUTS, SPECS, UNSET, InputSpec, RemixRequest
 
@@ -258,7 +259,10 @@ def _shown(done: dict, take_slots: int, stem_slots: int) -> list:
                 takes[slot] = gr.update(value=str(paths[take.rank]), label=label, visible=True)
     stems = [gr.update(value=str(result.stems[name]), visible=True) if name in result.stems
              else gr.update(value=None, visible=False) for name in STEMS][:stem_slots]
-    fidelity = f" Fidelity: {result.fidelity.summary()}." if result.fidelity is not None else ""
+    fidelity = ""
+    if result.fidelity is not None:
+        why = f" (n/a: {result.fidelity.unmeasured})" if result.fidelity.unmeasured else ""
+        fidelity = f" Fidelity: {result.fidelity.summary()}{why}."
     status = f"Done in {sum(result.timings.values()):.1f} s, seed {result.seed}.{fidelity}"
     picture = str(result.analysis_png) if result.analysis_png else None
     files = [str(path) for path in result.outputs]
@@ -274,16 +278,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (0.0.0.0: every interface, without authentication)")
     parser.add_argument("--port", type=int, default=7860)
-    parser.add_argument("--weights-dir", default=None, help="model weights folder (default $REMIXER_WEIGHTS_DIR "
-                        "or ./weights; missing files are downloaded)")
-    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
-    parser.add_argument("--offline", action="store_true", help="never download weights")
+    add_setup_flags(parser)
     return parser
 
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    setup_logging()
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"musicgen-remix app: warning: {WARN_OPEN.format(host=args.host)}", file=sys.stderr)
     root = Path(tempfile.mkdtemp(prefix="remixer-app-"))

@@ -125,9 +125,18 @@ def _run(args: list[str], what: str, name: str) -> subprocess.CompletedProcess:
         raise AudioError(f"{name}: {what} took longer than {DECODE_TIMEOUT_S:.0f} s; giving up.") from None
 
 
-def _not_audio(name: str, detail: str = "") -> AudioError:
+def _not_audio(path: Path, detail: str = "") -> AudioError:
+    detail = _named(path, detail)
     reason = f" ({detail})" if detail else ""
-    return AudioError(f"{name}: not a readable audio file{reason}. Accepted: {ACCEPTED}.")
+    return AudioError(f"{path.name}: not a readable audio file{reason}. Accepted: {ACCEPTED}.")
+
+
+def _named(path: Path, detail: str) -> str:
+    """A decoder's message with the user's file by its name: ffmpeg and libsndfile name the whole path, which
+    for an upload is the server's temporary folder and means nothing to the user."""
+    for where in sorted({str(path), str(path.resolve())}, key=len, reverse=True):
+        detail = detail.replace(where, path.name)
+    return detail
 
 
 def _probe(path: Path) -> _Probe:
@@ -137,7 +146,7 @@ def _probe(path: Path) -> _Probe:
         "reading the file's header", path.name,
     )
     if result.returncode != 0:
-        raise _not_audio(path.name, _last_line(result.stderr))
+        raise _not_audio(path, _last_line(result.stderr))
     info = json.loads(result.stdout or b"{}")
     streams = [s for s in info.get("streams", []) if s.get("codec_type") == "audio"]
     if not streams:
@@ -149,7 +158,7 @@ def _probe(path: Path) -> _Probe:
     sample_rate = int(first.get("sample_rate") or 0)
     channels = int(first.get("channels") or 0)
     if sample_rate <= 0 or channels <= 0:
-        raise _not_audio(path.name, "the audio stream has no sample rate or channels")
+        raise _not_audio(path, "the audio stream has no sample rate or channels")
     return _Probe(sample_rate, channels, duration, len(streams))
 
 
@@ -168,7 +177,7 @@ def _decode_ffmpeg(path: Path, limit: float) -> Audio:
     ]
     result = _run(args, "decoding", path.name)
     if result.returncode != 0:
-        raise _not_audio(path.name, _last_line(result.stderr) or "decoder failed")
+        raise _not_audio(path, _last_line(result.stderr) or "decoder failed")
     data = np.frombuffer(result.stdout, dtype="<f4")
     data = data[: data.size - data.size % out_channels]
     samples = data.reshape(-1, out_channels).T.copy()
@@ -193,7 +202,7 @@ def _decode_soundfile(path: Path, limit: float) -> Audio:
     except Exception as error:  # soundfile raises several types for unknown formats
         raise AudioError(
             f"{path.name}: ffmpeg is not installed and soundfile cannot read this file "
-            f"({error}). Without ffmpeg only wav, flac, ogg and mp3 are read; install "
+            f"({_named(path, str(error))}). Without ffmpeg only wav, flac, ogg and mp3 are read; install "
             "ffmpeg (apt-get install ffmpeg) for m4a/aac, opus, aiff and video files."
         ) from None
     if info.duration > limit + 1:
@@ -201,7 +210,7 @@ def _decode_soundfile(path: Path, limit: float) -> Audio:
     try:
         data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as error:
-        raise _not_audio(path.name, str(error)) from None
+        raise _not_audio(path, str(error)) from None
     return Audio(convert_channels(data.T, min(data.shape[1], 2)), sample_rate)
 
 

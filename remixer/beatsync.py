@@ -117,9 +117,7 @@ def match_downbeats(
     generated, target = _clean(generated_downbeats), _clean(target_downbeats)
     if len(generated) < 2 or len(target) < 2:
         return np.zeros((2, 0))
-    limit = default_threshold(bpm) if threshold is None else float(threshold)
-    if limit <= 0:
-        raise ValueError(f"beat_sync_threshold must be > 0 seconds, got {threshold}")
+    limit = default_threshold(bpm) if threshold is None else float(threshold)  # > 0: the request checked it
     generated, target = _reconcile_tempo_octave(generated, target, limit)
     pairs, outliers = _pairs(generated, target, limit)
     candidates = sorted([(g, t, True) for _, g, t in pairs.values()] + [(g, t, False) for g, t in outliers])

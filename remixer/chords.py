@@ -62,7 +62,7 @@ def read_recognizer(path: Path, device: str = "cpu"):
 
     try:
         return btc.recognizer_from_package(checkpoints.read(path, "BTC checkpoint", checkpoints.NUMPY), path, device)
-    except btc.CheckpointError as error:  # btc stays standalone: its errors join our family here
+    except btc.BTCFormatError as error:  # btc stays standalone: its errors join our family here
         raise checkpoints.CheckpointError(str(error)) from None
 
 

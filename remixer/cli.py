@@ -40,11 +40,23 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", type=Path, default=None,
                         help="where to write the remix (default: SONG's name + '.remix.<format>' in the current "
                              "folder); the instrumental goes beside it")
-    parser.add_argument("--weights-dir", default=None, help="model weights folder (default $REMIXER_WEIGHTS_DIR "
-                        "or ./weights; missing files are downloaded)")
-    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
-    parser.add_argument("--offline", action="store_true", help="never download weights")
+    add_setup_flags(parser)
     return parser
+
+
+def add_setup_flags(parser: argparse.ArgumentParser, device: bool = True,
+                    weights_help: str = "missing files are downloaded") -> None:
+    """--weights-dir, --device and --offline: where the models come from and run (remix, batch, app)."""
+    parser.add_argument("--weights-dir", default=None, help="model weights folder (default $REMIXER_WEIGHTS_DIR "
+                        f"or ./weights; {weights_help})")
+    if device:
+        parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    parser.add_argument("--offline", action="store_true", help="never download weights")
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """Our own lines on stderr, one per stage (transformers' loading bars are off: remixer.models)."""
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return app_main(argv[1:])
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    setup_logging()
     values = {spec.name: getattr(args, spec.name) for spec in INPUTS}
     try:
         request = RemixRequest.from_inputs(**values)
@@ -109,9 +121,8 @@ def summary(result) -> str:
                      if change["time_factor"] != 1.0 else f"key and tempo: {change['transpose']:+d} semitones")
     if result.fidelity is not None:
         lines.append(f"fidelity: {result.fidelity.summary()}")
-        unmeasured = sorted(set(result.fidelity.reasons.values()))
-        if unmeasured:
-            lines.append(f"  not measured: {'; '.join(unmeasured)}")
+        if result.fidelity.unmeasured:
+            lines.append(f"  not measured: {result.fidelity.unmeasured}")
     if len(result.takes) > 1:
         lines.append("takes (best first): " + ", ".join(
             f"take {t.index} score {t.fidelity.score:.2f}{' (returned)' if t.rank == 1 else ''}"
@@ -141,9 +152,8 @@ def _batch_parser() -> argparse.ArgumentParser:
                         help="CPU cores each worker holds (default: the cluster's cores shared out)")
     parser.add_argument("--address", default=None, help="join a running Ray cluster: 'auto' on one of its nodes, "
                         "or ray://HOST:10001 (default: start Ray on this machine for this run)")
-    parser.add_argument("--weights-dir", default=None, help="model weights folder (default $REMIXER_WEIGHTS_DIR "
-                        "or ./weights; on a cluster: shared storage); missing files are downloaded once")
-    parser.add_argument("--offline", action="store_true", help="never download weights")
+    add_setup_flags(parser, device=False,
+                    weights_help="on a cluster: shared storage; missing files are downloaded once")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -151,7 +161,7 @@ def _batch_parser() -> argparse.ArgumentParser:
 def batch_main(argv: list[str]) -> int:
     """`musicgen-remix batch`: 0 when every row is done, 1 when some failed, 2 for a bad manifest, 130 stopped."""
     args = _batch_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    setup_logging()
     from remixer.batch import run_batch
     from remixer.errors import RemixerError
     from remixer.manifest import ManifestError

@@ -38,6 +38,7 @@ import torch
 from torch.nn import functional as F
 
 from remixer.errors import RemixerError
+from remixer.musicgen import Sampling  # noqa: F401  (decoding's settings; defined torch-free)
 
 log = logging.getLogger(__name__)
 
@@ -63,22 +64,6 @@ def graph_mode() -> str:
 
 SPECIAL = 2048  # BOS and padding in the delayed grid (the codebook size)
 PROGRESS_EVERY = 25  # steps between progress reports (the host never waits on the device in between)
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """How tokens are drawn, with the product's defaults (their one home; generation and the request
-    table read them here). top_p > 0 means nucleus sampling, else top-k (0: the whole distribution)."""
-
-    top_k: int = 250
-    top_p: float = 0.0
-    temperature: float = 1.0
-    classifier_free_guidance: float = 3.0
-
-    @property
-    def guided(self) -> bool:
-        """A scale of 1 (or 0) is the condition alone: one row, no null condition."""
-        return self.classifier_free_guidance is not None and self.classifier_free_guidance > 1
 
 
 def sample(logits: torch.Tensor, settings: Sampling, generator: torch.Generator | None) -> torch.Tensor:
@@ -302,7 +287,7 @@ def rows_for(takes: torch.Tensor, guided: bool) -> torch.Tensor:
     return torch.cat([takes, takes]) if guided else takes
 
 
-ProgressCallback = Callable[[int], None]
+ProgressCallback = Callable[[int, int], None]  # (done, total): the one progress type, in steps or tokens
 
 
 class CudaGraphs:
@@ -402,14 +387,14 @@ class WindowDecoder:
         clock.lap("capture")
         self.modes.append(mode)
         if progress is not None:
-            progress(1)
+            progress(1, steps + 1)
         for done in range(1, steps + 1):
             if step is not None:
                 step.replay()
             else:
                 self._step(state, settings, generator, guided, eager=not (self.static_steps or self.use_cuda_graph))
             if progress is not None and (done % PROGRESS_EVERY == 0 or done == steps):
-                progress(done + 1)  # positions chosen so far, the prefill's one included
+                progress(done + 1, steps + 1)  # positions chosen so far, the prefill's one included
         clock.lap("steps")
         if self.timed:
             self.timings.append({**clock.seconds, "step_count": steps})

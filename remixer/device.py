@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from remixer.errors import RemixerError
@@ -30,3 +32,23 @@ def pick_device(requested: str | None = None) -> torch.device:
             raise DeviceError(f"device {requested!r} was asked for but this machine has {count} GPU(s): "
                               f"cuda:0 .. cuda:{count - 1}")
     return device
+
+
+def system_memory(field: str = "MemAvailable") -> int | None:
+    """A figure of /proc/meminfo in bytes ("MemAvailable", "MemTotal"); None where the system has none."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def free_bytes(device: torch.device) -> int | None:
+    """Memory a computation can still use on `device`: CUDA's free memory plus what the allocator holds
+    unused; on the CPU the system's available memory; None when unknown."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return system_memory("MemAvailable")

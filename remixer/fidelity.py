@@ -55,6 +55,11 @@ class Fidelity:
                    for name in NUMBERS}
         return {**numbers, "score": round(self.score, 4), "unmeasured": dict(self.reasons)}
 
+    @property
+    def unmeasured(self) -> str:
+        """Why the numbers shown as n/a are missing, each reason once ('' when all were measured)."""
+        return "; ".join(sorted(set(self.reasons.values())))
+
     def summary(self) -> str:
         parts = [f"{name} {getattr(self, name):.2f}" if getattr(self, name) is not None else f"{name} n/a"
                  for name in NUMBERS]

@@ -12,15 +12,17 @@ import logging
 import math
 import random
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from remixer import decoding
 from remixer.chords import WINDOW_SECONDS, window_chroma
+from remixer.device import free_bytes
+from remixer.errors import RemixerError
 from remixer.decoding import Sampling
-from remixer.musicgen import FRAME_RATE, SAMPLE_RATE, GenerationError
+from remixer.musicgen import CARD, FRAME_RATE, SAMPLE_RATE, GenerationError
 
 if TYPE_CHECKING:  # the model type, without importing transformers' modelling code here
     from remixer.models import ChordModel
@@ -29,7 +31,6 @@ log = logging.getLogger(__name__)
 
 EXTEND_STRIDE_S = 18.0  # each window after the first adds 18 s ...
 PROMPT_S = WINDOW_SECONDS - EXTEND_STRIDE_S  # ... prompted with the last 12 s
-EMPTY_PROMPT = "prompt is empty: describe the style, e.g. 'bossa nova with nylon guitar'"
 MAX_PROMPT_TOKENS = 512  # T5's trained length; longer prompts are truncated with a warning
 
 
@@ -42,13 +43,12 @@ class Generated:
     decode_modes: tuple[str, ...] = ()  # per window: decoding.GRAPH, or eager (with why, if capture failed)
 
 
-ProgressCallback = Callable[[int, int], None]
+ProgressCallback = decoding.ProgressCallback  # (tokens done, tokens in all)
 
 
 def build_prompt(prompt: str, bpm: float | None) -> str:
-    text = (prompt or "").strip()
-    if not text:
-        raise GenerationError(EMPTY_PROMPT)
+    """The text T5 reads: the prompt (never empty: the request checked it) and the song's tempo."""
+    text = prompt.strip()
     return f"{text}, bpm : {int(round(bpm))}" if bpm else text
 
 
@@ -120,9 +120,6 @@ def condition_prefix(model: ChordModel, text: EncodedText, window: np.ndarray, g
     return torch.cat([condition, torch.zeros_like(condition)]) if guided else condition
 
 
-MAX_TAKES = 4
-
-
 def generate(
     model: ChordModel,
     prompt: str,
@@ -154,8 +151,6 @@ def generate_takes(
     facts = model.facts
     if duration <= 0:
         raise GenerationError("nothing to generate: the song has no duration")
-    if not 1 <= takes <= MAX_TAKES:
-        raise GenerationError(f"takes must be 1 to {MAX_TAKES}, got {takes}")
     text = build_prompt(prompt, bpm)
     seed = choose_seed(seed)
     total_frames = math.ceil(duration * FRAME_RATE)
@@ -184,7 +179,7 @@ def generate_takes(
         plan = decoding.plan_window(prompt, new_frames, decoder.delays, model.device)
         before = done
         window_codes = window_decoder.decode(prefix, plan, sampling, generator,
-                                             progress=lambda chosen: step_to(before + chosen))
+                                             progress=lambda chosen, _window_total: step_to(before + chosen))
         codes = torch.cat([codes, window_codes[:, :, prompt.shape[2]:].cpu()], dim=2)
         log.info("generation: window %d/%d done (%.0f s of %.0f s%s; %s)", index + 1, len(starts),
                  min(codes.shape[2] / FRAME_RATE, duration), duration, f", {takes} takes" if takes > 1 else "",
@@ -217,3 +212,32 @@ def _fit_length(audio: np.ndarray, samples: int) -> np.ndarray:
     if audio.shape[1] >= samples:
         return audio[:, :samples]
     return np.pad(audio, ((0, 0), (0, samples - audio.shape[1])))
+
+
+def check_memory(model: ChordModel, takes: int, duration: float) -> None:
+    """Refuse, before decoding, a request whose takes' KV cache cannot fit the device, saying what fits.
+
+    Raises RemixerError naming the largest number of takes that fits (or a smaller model / shorter part)."""
+    need = decode_bytes(model, takes, duration)
+    free = free_bytes(model.device)
+    if free is None or need <= free:
+        return
+    fits = max(n for n in range(0, takes + 1) if n == 0 or decode_bytes(model, n, duration) <= free)
+    advice = (f"ask for takes={fits}" if fits >= 1 else
+              "use a smaller model_version or a shorter song (start_time/end_time)")
+    raise RemixerError(f"{takes} take(s) of {model.facts.version} need about {need / 2**30:.1f} GiB of "
+                       f"{model.device.type.upper()} memory for decoding, but {free / 2**30:.1f} GiB is free: "
+                       f"{advice}")
+
+
+def decode_bytes(model: ChordModel, takes: int, duration: float) -> int:
+    """Memory one window's decode holds for `takes` takes: the KV cache of every row (guidance doubles the
+    rows) over the window's positions, the step's logits and attention scores."""
+    facts = model.facts
+    rows = 2 * takes
+    window = min(duration, WINDOW_SECONDS)
+    positions = model.config.chroma_length + MAX_PROMPT_TOKENS + 1 + int(window * FRAME_RATE) + facts.max_delay
+    value = torch.tensor([], dtype=model.decoder_for().dtype).element_size()
+    cache = decoding.kv_cache_bytes(facts.layers, facts.hidden_size, rows, positions, value)
+    step = rows * (facts.codebooks * CARD * 4 + facts.heads * positions * 4 * 2)
+    return cache + step

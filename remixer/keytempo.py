@@ -21,10 +21,9 @@ import numpy as np
 
 from remixer.chords import NOTE_PITCH
 from remixer.errors import RemixerError
+from remixer.request import TEMPO_RANGE
 from remixer.rhythm import Rhythm
 
-TRANSPOSE_RANGE = (-12, 12)  # semitones
-TEMPO_RANGE = (0.7, 1.4)  # new tempo / the song's
 _NOTES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 _NOTE = re.compile(r"^([A-G])([#b]*)")
 # Envelope correction: a 2048-point STFT at 44.1 kHz (46 ms, resolves harmonics down to ~60 Hz) and a
@@ -69,10 +68,8 @@ class KeyTempo:
 
 
 def plan(transpose: int, tempo: float | None, song_bpm: float | None) -> KeyTempo:
-    """The change a request asks for, checked against the song's detected tempo."""
-    if not TRANSPOSE_RANGE[0] <= transpose <= TRANSPOSE_RANGE[1]:
-        raise KeyTempoError(f"transpose must be {TRANSPOSE_RANGE[0]}..{TRANSPOSE_RANGE[1]} semitones, "
-                            f"got {transpose}")
+    """The change a request asks for, checked against the song's detected tempo (the request has already
+    checked what does not depend on the song: transpose's range, a positive tempo)."""
     if tempo is None:
         return KeyTempo(transpose, 1.0, song_bpm, None)
     if not song_bpm:

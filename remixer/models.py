@@ -10,6 +10,7 @@ the Remixer owns the cache (`ModelCache`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -17,12 +18,14 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from transformers import MusicgenMelodyForConditionalGeneration
 
 from remixer import decoding
 from remixer.conversion import CONFIG_FILE, STATE_FILE, convert_checkpoint, decoder_config
+from remixer.device import system_memory
 from remixer.musicgen import CARD, GenerationError, ModelFacts, facts_from_cfg
 
 log = logging.getLogger(__name__)
@@ -59,9 +62,29 @@ def load_encoders(t5_dir: str | Path, encodec_dir: str | Path, device: str | tor
     for folder in (t5_dir, encodec_dir):
         if not (Path(folder) / "config.json").is_file():
             raise GenerationError(f"no model in {folder} (config.json missing)")
-    return Encoders(T5EncoderModel.from_pretrained(str(t5_dir)).to(device).eval(),
-                    EncodecModel.from_pretrained(str(encodec_dir)).to(device).eval(),
-                    AutoTokenizer.from_pretrained(str(t5_dir)))
+    with quiet_transformers():
+        return Encoders(T5EncoderModel.from_pretrained(str(t5_dir)).to(device).eval(),
+                        EncodecModel.from_pretrained(str(encodec_dir)).to(device).eval(),
+                        AutoTokenizer.from_pretrained(str(t5_dir)))
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """transformers' own "Loading weights" bars and config notes kept out of our stage lines while we load.
+
+    The notes say that the pad/BOS token 2048 lies outside the 2048-entry codebooks: by design (the delay
+    pattern's special token, as in audiocraft), so they tell a user nothing."""
+    from transformers.utils import logging as hf_logging
+
+    bars, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def load_musicgen_chord(th_path: str | Path, device: str | torch.device, encoders: Encoders) -> ChordModel:
@@ -83,7 +106,8 @@ def load_musicgen_chord(th_path: str | Path, device: str | torch.device, encoder
     if chosen.type == "cuda":
         dtype = _cuda_decoder_dtype()
         state = {k: (v.to(dtype) if k.startswith("decoder.") else v).to(chosen) for k, v in state.items()}
-    return prepare(assemble(cfg, encoders, state, version, th_path.name), chosen)
+    with quiet_transformers():
+        return prepare(assemble(cfg, encoders, state, version, th_path.name), chosen)
 
 
 def assemble(cfg: dict, encoders: Encoders, state: dict[str, torch.Tensor] | None = None,
@@ -185,10 +209,5 @@ def _default_budget() -> int:
     configured = os.environ.get("REMIXER_MODEL_CACHE_GB")
     if configured:
         return int(float(configured) * 2**30)
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return int(int(line.split()[1]) * 1024 * 0.6)
-    except OSError:
-        pass
-    return 16 * 2**30
+    total = system_memory("MemTotal")
+    return int(total * 0.6) if total is not None else 16 * 2**30

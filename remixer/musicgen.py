@@ -19,6 +19,22 @@ FRAME_RATE = 50  # EnCodec 32 kHz: 640 samples per token frame
 CARD = 2048  # codebook size; also the special (BOS / padding) token of the delayed grid
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """How tokens are drawn, with the product's defaults (their one home; decoding, generation and the request
+    table read them here). top_p > 0 means nucleus sampling, else top-k (0: the whole distribution)."""
+
+    top_k: int = 250
+    top_p: float = 0.0
+    temperature: float = 1.0
+    classifier_free_guidance: float = 3.0
+
+    @property
+    def guided(self) -> bool:
+        """A scale of 1 (or 0) is the condition alone: one row, no null condition."""
+        return self.classifier_free_guidance is not None and self.classifier_free_guidance > 1
+
+
 class GenerationError(RemixerError):
     """A MusicGen-Chord model or request the generator cannot serve, explained."""
 

@@ -14,12 +14,12 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 import torch
 
-from remixer import (audio, beatsync, chords, conversion, decoding, fidelity, generation, keytempo, mbd, mix, models,
+from remixer import (audio, beatsync, chords, conversion, fidelity, generation, keytempo, mbd, mix, models,
                      musicgen, rhythm, separation, weights)
 from remixer.analysis import SongAnalysis, render_png, write_json
 from remixer.device import pick_device
@@ -96,7 +96,7 @@ class _Take:
     fidelity: Fidelity | None = None
 
 
-ProgressCallback = Callable[[int, int], None]
+ProgressCallback = generation.ProgressCallback
 
 
 class Remixer:
@@ -177,8 +177,14 @@ class Remixer:
 
     def remix(self, request: RemixRequest, output_dir: str | Path,
               progress: ProgressCallback | None = None) -> RemixResult:
+        """Remix the request's song into `output_dir` (created when missing): the remix first, then what the
+        request asks for (RemixResult.named_outputs). `progress(done, total)` follows generation's tokens.
+
+        Raises RemixerError (a subclass names the stage) for anything the user can fix: an unreadable song,
+        a part or tempo the song cannot take, a request larger than the device's memory (OutOfGPUMemory).
+        Nothing is left in temporary folders, and the next request runs as usual."""
         try:
-            return self._remix(request, output_dir, progress)
+            return self._remix(request, Path(output_dir), progress)
         except torch.cuda.OutOfMemoryError:
             # Free what the failed request held so the next one starts clean, and say what to do.
             gc.collect()
@@ -189,170 +195,206 @@ class Remixer:
                 "stereo-chord instead of the large ones) or a GPU with more memory"
             ) from None
 
-    def _remix(self, request: RemixRequest, output_dir: str | Path,
-               progress: ProgressCallback | None = None) -> RemixResult:
-        request.validate()
-        output_dir = Path(output_dir)
+    def _remix(self, request: RemixRequest, output_dir: Path, progress: ProgressCallback | None) -> RemixResult:
         output_dir.mkdir(parents=True, exist_ok=True)
         timings: dict[str, float] = {}
         work = Path(tempfile.mkdtemp(prefix="remixer-"))
         try:
-            with _stage("decode", timings):
-                song, offset = _section(audio.decode(request.music_input), request.start_time, request.end_time)
-            duration = song.duration
-            with _stage("separate", timings):
-                stems = self.separator.separate(song.samples, song.sample_rate)
-            with _stage("rhythm", timings):
-                song_rhythm = self.analyzer.analyze(stems)
-            with _stage("chords", timings):
-                if request.chords:  # the user's chords, one per bar, instead of recognition
-                    bars = chords.bar_starts(song_rhythm.downbeats, song_rhythm.beats, song_rhythm.bpm, duration)
-                    segments = chords.lay_on_bars(chords.parse_progression(request.chords), bars, duration)
-                else:
-                    recognizer = self.recognizers[request.large_chord_voca]
-                    segments = recognizer.recognize(stems.drumless, separation.SAMPLE_RATE)
-            # From here on the song is in the asked key and on the asked tempo's timeline.
-            change = keytempo.plan(request.transpose, request.tempo, song_rhythm.bpm)
-            song_vocals = stems.vocals
-            if change.changes_key or change.changes_tempo:
-                with _stage("key/tempo", timings):
-                    song_rhythm, segments, duration = keytempo.apply(change, song_rhythm, segments, duration)
-                    song_vocals = keytempo.retune(stems.vocals, separation.SAMPLE_RATE, change)
-            with _stage("chroma", timings):
-                chroma = chords.segments_to_chroma(segments, duration, request.chroma_coefficient)
-            with _stage("load model", timings):
-                model = self.load_version(request.model_version)
-                diffusion = self.load_mbd() if request.multi_band_diffusion else None
-            check_memory(model, request.takes, duration)
-            with _stage("generate", timings):
-                generated = generation.generate_takes(
-                    model, request.prompt, chroma, duration,
-                    generation.Sampling(request.top_k, request.top_p, request.temperature,
-                                        request.classifier_free_guidance),
-                    seed=request.seed, bpm=song_rhythm.bpm, progress=progress, takes=request.takes,
-                )
-            takes = [_Take(index, result) for index, result in enumerate(generated, start=1)]
+            song = self._song(request, timings)
+            model, takes = self._generate_takes(request, song, timings, progress)
+            diffusion = self.load_mbd() if request.multi_band_diffusion else None
             for take in takes:
-                take.instrumental = take.generated.audio
-                if diffusion is not None:
-                    with _stage("MBD", timings):
-                        take.instrumental = mbd.decode_tokens(model, diffusion, take.generated.tokens,
-                                                              take.instrumental, take.generated.seed)
-                with _stage("beat-sync", timings):
-                    synced = self._beat_sync(take.instrumental, song_rhythm, request.beat_sync_threshold,
-                                             request.return_stems)
-                    take.instrumental, take.band = synced.instrumental, synced.band
-                with _stage("fidelity", timings):
-                    take.fidelity = self._fidelity(synced, song_rhythm, segments, duration,
-                                                   request.large_chord_voca)
-                log.info("fidelity%s: %s", f" of take {take.index}" if len(takes) > 1 else "",
-                         take.fidelity.summary())
-            # Best first; equal scores keep decode order (one take: itself).
-            ranked = sorted(takes, key=lambda t: -t.fidelity.score)
-            reports = [TakeReport(t.index, rank, t.generated.seed, t.fidelity) for rank, t in enumerate(ranked, 1)]
-            if len(takes) > 1:
-                log.info("takes ranked by fidelity score: %s; returning take %d",
-                         ", ".join(f"take {r.index} {r.fidelity.score:.2f}" for r in reports), ranked[0].index)
-            chosen = ranked[0]
-            instrumental, band = chosen.instrumental, chosen.band
-            with _stage("mix", timings):
-                vocals = mix.prepare_vocals(song_vocals, separation.SAMPLE_RATE, musicgen.SAMPLE_RATE,
-                                            instrumental.shape[0], instrumental.shape[1])
-                remixed = mix.mix(instrumental, vocals, musicgen.SAMPLE_RATE, request.normalization_strategy)
-            with _stage("encode", timings):
-                suffix = request.output_format
-                rate = musicgen.SAMPLE_RATE
-                written = {"remix": audio.write_audio(remixed, rate, work / f"remix.{suffix}", suffix)}
-                if request.return_instrumental or band is not None:
-                    level = audio.normalize(instrumental, rate, request.normalization_strategy,
-                                            loudness_compressor=True)
-                if request.return_instrumental:
-                    written["instrumental"] = audio.write_audio(level, rate, work / f"instrumental.{suffix}", suffix)
-                if band is not None:
-                    # The band's parts at the instrumental's output level; they add up to it (demucs' residual
-                    # is in "other"), the vocals at their level in the remix.
-                    for name, part in band.items():
-                        written[name] = audio.write_audio(mix.level_like(part, instrumental, level), rate,
-                                                          work / f"{name}.{suffix}", suffix)
-                    written["vocals"] = audio.write_audio(mix.vocals_as_mixed(instrumental, vocals, remixed),
-                                                          rate, work / f"vocals.{suffix}", suffix)
-            analysis = _song_analysis(song_rhythm, segments, duration, offset * change.factor, request,
-                                      chosen.generated.seed, timings)
-            analysis.key_tempo = change.as_dict()
-            analysis.fidelity = chosen.fidelity.as_dict()
-            analysis.takes = [report.as_dict() for report in reports]
+                self._finish_take(take, model, diffusion, request, song, timings)
+            ranked = rank_takes(takes)
+            written, mixed = self._write_remix(request, song, ranked[0], work, timings)
+            analysis = self._analysis(request, song, ranked, timings)
             if request.return_analysis:
                 with _stage("analysis", timings):
                     analysis.timings = dict(timings)
-                    written["analysis_json"] = write_json(analysis, work / "analysis.json")
-                    # On a new tempo the song's audio is not on the analysis' timeline; the remix is.
-                    drawn = (song.samples, song.sample_rate) if not change.changes_tempo else (remixed, rate)
-                    written["analysis_png"] = render_png(analysis, *drawn, work / "analysis.png")
+                    written.update(_write_analysis(analysis, song, mixed, work))
             if request.return_takes:
                 with _stage("other takes", timings):
-                    for rank, take in enumerate(ranked[1:], start=2):
-                        other = mix.mix(take.instrumental, vocals, rate, request.normalization_strategy)
-                        written[f"take{rank}"] = audio.write_audio(other, rate, work / f"take{rank}.{suffix}", suffix)
+                    written.update(_write_other_takes(request, ranked, mixed.vocals, work))
             moved = {name: _move(path, output_dir) for name, path in written.items()}
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        log.info("remix done in %.1f s (seed %d)", sum(timings.values()), chosen.generated.seed)
-        return RemixResult(moved["remix"], moved.get("instrumental"), analysis, chosen.generated.seed,
-                           musicgen.SAMPLE_RATE, timings,
-                           stems={name: moved[name] for name in STEM_OUTPUTS if name in moved},
-                           analysis_json=moved.get("analysis_json"), analysis_png=moved.get("analysis_png"),
-                           fidelity=chosen.fidelity, takes=reports,
-                           take_outputs={name: path for name, path in moved.items() if name.startswith("take")})
+        log.info("remix done in %.1f s (seed %d)", sum(timings.values()), ranked[0].generated.seed)
+        return _result(moved, analysis, ranked, timings)
+
+    # -- the song: decode, section, separation, rhythm, chords, key/tempo --------------------------------
+
+    def _song(self, request: RemixRequest, timings: dict[str, float]) -> Song:
+        """The part of the upload to remix, separated once, its rhythm and chords found, moved to the asked
+        key and tempo. Raises AudioError (unreadable upload), RequestError (a part outside the song),
+        KeyTempoError (a tempo the song cannot take)."""
+        with _stage("decode", timings):
+            part, offset = _section(audio.decode(request.music_input), request.start_time, request.end_time)
+        with _stage("separate", timings):
+            stems = self.separator.separate(part.samples, part.sample_rate)
+        with _stage("rhythm", timings):
+            song_rhythm = self.analyzer.analyze(stems)
+        with _stage("chords", timings):
+            segments = self._chords(request, stems, song_rhythm, part.duration)
+        # From here on the song is in the asked key and on the asked tempo's timeline.
+        change = keytempo.plan(request.transpose, request.tempo, song_rhythm.bpm)
+        song = Song(part, offset, part.duration, song_rhythm, segments, change, stems.vocals)
+        if change.changes_key or change.changes_tempo:
+            with _stage("key/tempo", timings):
+                song.rhythm, song.chords, song.duration = keytempo.apply(change, song_rhythm, segments,
+                                                                         part.duration)
+                song.vocals = keytempo.retune(stems.vocals, separation.SAMPLE_RATE, change)
+        return song
+
+    def _chords(self, request: RemixRequest, stems: separation.Stems, song_rhythm: rhythm.Rhythm,
+                duration: float) -> list[chords.Segment]:
+        """The user's chords laid one per bar, or BTC's on the drumless stems."""
+        if request.chords:
+            bars = chords.bar_starts(song_rhythm.downbeats, song_rhythm.beats, song_rhythm.bpm, duration)
+            return chords.lay_on_bars(chords.parse_progression(request.chords), bars, duration)
+        recognizer = self.recognizers[request.large_chord_voca]
+        return recognizer.recognize(stems.drumless, separation.SAMPLE_RATE)
+
+    # -- generation of every take at once ------------------------------------------------------------------
+
+    def _generate_takes(self, request: RemixRequest, song: Song, timings: dict[str, float],
+                        progress: ProgressCallback | None) -> tuple[models.ChordModel, list[_Take]]:
+        """The model version loaded, the memory checked, all takes decoded in one batch."""
+        with _stage("chroma", timings):
+            chroma = chords.segments_to_chroma(song.chords, song.duration, request.chroma_coefficient)
+        with _stage("load model", timings):
+            model = self.load_version(request.model_version)
+            if request.multi_band_diffusion:
+                self.load_mbd()  # before decoding: a missing MBD file fails the request early
+        generation.check_memory(model, request.takes, song.duration)
+        sampling = generation.Sampling(request.top_k, request.top_p, request.temperature,
+                                       request.classifier_free_guidance)
+        with _stage("generate", timings):
+            generated = generation.generate_takes(model, request.prompt, chroma, song.duration, sampling,
+                                                  seed=request.seed, bpm=song.rhythm.bpm, progress=progress,
+                                                  takes=request.takes)
+        return model, [_Take(index, result) for index, result in enumerate(generated, start=1)]
+
+    # -- each take's finishing: MBD, beat-sync, fidelity ---------------------------------------------------
+
+    def _finish_take(self, take: _Take, model: models.ChordModel, diffusion: mbd.MultiBandDiffusion | None,
+                     request: RemixRequest, song: Song, timings: dict[str, float]) -> None:
+        take.instrumental = take.generated.audio
+        if diffusion is not None:
+            with _stage("MBD", timings):
+                take.instrumental = mbd.decode_tokens(model, diffusion, take.generated.tokens, take.instrumental,
+                                                      take.generated.seed)
+        with _stage("beat-sync", timings):
+            synced = self._beat_sync(take.instrumental, song.rhythm, request.beat_sync_threshold,
+                                     request.return_stems)
+            take.instrumental, take.band = synced.instrumental, synced.band
+        with _stage("fidelity", timings):
+            take.fidelity = self._fidelity(synced, song, request.large_chord_voca)
+        log.info("fidelity%s: %s", f" of take {take.index}" if request.takes > 1 else "", take.fidelity.summary())
 
     def _beat_sync(self, instrumental: np.ndarray, song: rhythm.Rhythm, threshold: float | None,
                    want_band: bool = False) -> "_Synced":
-        """The instrumental synced to the song's downbeats, and (asked) its drums, bass and other parts
-        synced with the very same time map. The instrumental is separated at most once; its stems and
-        rhythm are kept for the fidelity measure."""
-        separated = generated = None
-        why_not = ""
-        if len(song.downbeats) >= 2:
-            # All-In-One reads demucs stems, so the new instrumental is separated too
-            # (see remixer.rhythm); it has no vocals, the song's are mixed in later.
-            separated = self.separator.separate(instrumental, musicgen.SAMPLE_RATE)
-            generated = self.analyzer.analyze(separated)
-            if len(generated.downbeats) < 2:
-                log.info("beat-sync skipped: no downbeats found in the generated music")
-        else:
-            log.info("beat-sync skipped: no downbeats found in the song")
-            why_not = "no downbeats were found in the song, so the new music was not synced nor analysed"
+        """The instrumental (channels, samples) at 32 kHz synced to the song's downbeats, and (asked) its drums,
+        bass and other parts synced with the very same time map.
+
+        The new music is separated once, whatever happens: its stems give the fidelity's chords even when
+        nothing can be synced (a song with no beat found), and the parts. Its rhythm is analysed when the
+        song has beats to compare it with."""
+        # All-In-One reads demucs stems, so the new instrumental is separated too (see remixer.rhythm); it has
+        # no vocals, the song's are mixed in later.
+        separated = self.separator.separate(instrumental, musicgen.SAMPLE_RATE)
+        generated = self.analyzer.analyze(separated) if song.beats or song.downbeats else None
         band = None
         if want_band:
-            if separated is None:
-                separated = self.separator.separate(instrumental, musicgen.SAMPLE_RATE)
             band = {name: mix.conform(separated[name], separation.SAMPLE_RATE, musicgen.SAMPLE_RATE,
                                       *instrumental.shape) for name in ("drums", "bass")}
-        if generated is None or len(generated.downbeats) < 2:
-            return _Synced(instrumental, _with_other(instrumental, band), None, separated, generated, why_not)
+        if len(song.downbeats) < 2 or generated is None or len(generated.downbeats) < 2:
+            where = "the song" if len(song.downbeats) < 2 else "the generated music"
+            log.info("beat-sync skipped: no downbeats found in %s", where)
+            return _Synced(instrumental, _with_other(instrumental, band), None, separated, generated)
         plan = beatsync.plan_sync(generated.downbeats, song.downbeats, threshold, song.bpm)
-        if band is None:
-            synced = beatsync.sync_to_downbeats(instrumental, musicgen.SAMPLE_RATE, generated.downbeats,
-                                                song.downbeats, threshold=threshold, bpm=song.bpm)
-            return _Synced(synced, None, plan, separated, generated)
+        parts = [instrumental] + ([band["drums"], band["bass"]] if band is not None else [])
         channels = instrumental.shape[0]
-        stacked = np.concatenate([instrumental, band["drums"], band["bass"]])
-        synced = beatsync.sync_to_downbeats(stacked, musicgen.SAMPLE_RATE, generated.downbeats, song.downbeats,
-                                            threshold=threshold, bpm=song.bpm, search_channels=channels)
+        synced = beatsync.sync_to_downbeats(np.concatenate(parts), musicgen.SAMPLE_RATE, generated.downbeats,
+                                            song.downbeats, threshold=threshold, bpm=song.bpm,
+                                            search_channels=channels if band is not None else None)
         instrumental = synced[:channels]
-        band = {"drums": synced[channels:2 * channels], "bass": synced[2 * channels:]}
+        if band is not None:
+            band = {"drums": synced[channels:2 * channels], "bass": synced[2 * channels:]}
         return _Synced(instrumental, _with_other(instrumental, band), plan, separated, generated)
 
-    def _fidelity(self, synced: "_Synced", song: rhythm.Rhythm, song_chords, duration: float,
-                  large_vocabulary: bool) -> Fidelity:
+    def _fidelity(self, synced: "_Synced", song: Song, large_vocabulary: bool) -> Fidelity:
         """The synced take against the song: BTC on the stems beat-sync already separated, the beats its
-        rhythm pass found, both through the sync's time map (nothing is separated or analysed again)."""
-        if synced.separated is None or synced.rhythm is None:
-            return fidelity.measure(song_chords, song.beats, None, None, fidelity.identity, duration,
-                                    why_not=synced.why_not or "the new music was not analysed")
+        rhythm pass found, both through the sync's time map (the identity when nothing was moved: the new
+        music is on the song's timeline already). Nothing is separated or analysed again."""
         recognizer = self.recognizers[large_vocabulary]
         generated_chords = recognizer.recognize(synced.separated.drumless, separation.SAMPLE_RATE)
         time_map = synced.plan.map_time if synced.plan is not None else fidelity.identity
-        return fidelity.measure(song_chords, song.beats, generated_chords, synced.rhythm.beats, time_map, duration)
+        generated_beats = synced.rhythm.beats if synced.rhythm is not None else None
+        return fidelity.measure(song.chords, song.rhythm.beats, generated_chords, generated_beats, time_map,
+                                song.duration, why_not="no beats were found in the song")
+
+    # -- the outputs -------------------------------------------------------------------------------------
+
+    def _write_remix(self, request: RemixRequest, song: Song, chosen: _Take, work: Path,
+                     timings: dict[str, float]) -> tuple[dict[str, Path], _Mixed]:
+        """The remix (the chosen take with the song's vocals), and the instrumental and stems when asked."""
+        rate, suffix, strategy = musicgen.SAMPLE_RATE, request.output_format, request.normalization_strategy
+        instrumental, band = chosen.instrumental, chosen.band
+        with _stage("mix", timings):
+            vocals = mix.prepare_vocals(song.vocals, separation.SAMPLE_RATE, rate, *instrumental.shape)
+            remixed = mix.mix(instrumental, vocals, rate, strategy)
+        with _stage("encode", timings):
+            written = {"remix": audio.write_audio(remixed, rate, work / f"remix.{suffix}", suffix)}
+            if request.return_instrumental or band is not None:
+                level = audio.normalize(instrumental, rate, strategy, loudness_compressor=True)
+            if request.return_instrumental:
+                written["instrumental"] = audio.write_audio(level, rate, work / f"instrumental.{suffix}", suffix)
+            if band is not None:
+                # The band's parts at the instrumental's output level; they add up to it (demucs' residual
+                # is in "other"), the vocals at their level in the remix.
+                for name, part in band.items():
+                    written[name] = audio.write_audio(mix.level_like(part, instrumental, level), rate,
+                                                      work / f"{name}.{suffix}", suffix)
+                written["vocals"] = audio.write_audio(mix.vocals_as_mixed(instrumental, vocals, remixed),
+                                                      rate, work / f"vocals.{suffix}", suffix)
+        return written, _Mixed(vocals, remixed)
+
+    @staticmethod
+    def _analysis(request: RemixRequest, song: Song, ranked: list[_Take],
+                  timings: dict[str, float]) -> SongAnalysis:
+        """The stages' findings on the song's timeline (shifted by the part's start), the takes' numbers."""
+        offset = song.offset * song.change.factor
+        found, chosen = song.rhythm, ranked[0]
+        return SongAnalysis(
+            duration=song.duration, offset=offset, bpm=found.bpm,
+            beats=[offset + t for t in found.beats], downbeats=[offset + t for t in found.downbeats],
+            sections=[replace(s, start=offset + s.start, end=offset + s.end) for s in found.sections],
+            chords=[replace(c, start=offset + c.start, end=offset + c.end) for c in song.chords],
+            chords_given=bool(request.chords), prompt_sent=generation.build_prompt(request.prompt, found.bpm),
+            model_version=request.model_version, seed=chosen.generated.seed, timings=dict(timings),
+            fidelity=chosen.fidelity.as_dict(), key_tempo=song.change.as_dict(),
+            takes=[report.as_dict() for report in take_reports(ranked)],
+        )
+
+
+@dataclass
+class Song:
+    """The song as the new band will play it: the part asked for, in the asked key, on the asked tempo's
+    timeline (times in seconds from the part's start)."""
+
+    part: audio.Audio  # the part as decoded, (channels, samples) at the upload's rate
+    offset: float  # where the part starts in the upload, seconds
+    duration: float  # seconds, on the output's timeline
+    rhythm: rhythm.Rhythm
+    chords: list[chords.Segment]
+    change: keytempo.KeyTempo
+    vocals: np.ndarray  # (2, samples) float32 at separation.SAMPLE_RATE, moved with the key and tempo
+
+
+@dataclass(frozen=True)
+class _Mixed:
+    vocals: np.ndarray  # the song's vocals as mixed in, (channels, samples) at 32 kHz
+    remixed: np.ndarray  # the remix before encoding, (channels, samples) at 32 kHz
 
 
 @dataclass
@@ -360,53 +402,52 @@ class _Synced:
     instrumental: np.ndarray
     band: dict[str, np.ndarray] | None
     plan: beatsync.SyncPlan | None  # generated time -> song time; None: not moved
-    separated: separation.Stems | None  # the new music's stems, when beat-sync separated it
-    rhythm: rhythm.Rhythm | None  # the new music's rhythm, when analysed
-    why_not: str = ""
+    separated: separation.Stems  # the new music's stems
+    rhythm: rhythm.Rhythm | None  # the new music's rhythm; None when the song has no beat to compare it with
 
 
-def check_memory(model: models.ChordModel, takes: int, duration: float) -> None:
-    """Refuse, before decoding, a request whose takes' KV cache cannot fit the device, saying what fits."""
-    need = decode_bytes(model, takes, duration)
-    free = free_bytes(model.device)
-    if free is None or need <= free:
-        return
-    fits = max(n for n in range(0, takes + 1) if n == 0 or decode_bytes(model, n, duration) <= free)
-    advice = (f"ask for takes={fits}" if fits >= 1 else
-              "use a smaller model_version or a shorter song (start_time/end_time)")
-    raise RemixerError(f"{takes} take(s) of {model.facts.version} need about {need / 2**30:.1f} GiB of "
-                       f"{model.device.type.upper()} memory for decoding, but {free / 2**30:.1f} GiB is free: "
-                       f"{advice}")
+def rank_takes(takes: list[_Take]) -> list[_Take]:
+    """Best fidelity score first; equal scores keep decode order (one take: itself)."""
+    ranked = sorted(takes, key=lambda t: -t.fidelity.score)
+    if len(takes) > 1:
+        log.info("takes ranked by fidelity score: %s; returning take %d",
+                 ", ".join(f"take {t.index} {t.fidelity.score:.2f}" for t in ranked), ranked[0].index)
+    return ranked
 
 
-def decode_bytes(model: models.ChordModel, takes: int, duration: float) -> int:
-    """Memory one window's decode holds for `takes` takes: the KV cache of every row (guidance doubles the
-    rows) over the window's positions, the step's logits and attention scores."""
-    facts = model.facts
-    decoder = model.decoder_for()
-    rows = 2 * takes
-    window = min(duration, chords.WINDOW_SECONDS)
-    positions = model.config.chroma_length + generation.MAX_PROMPT_TOKENS + 1 + \
-        int(window * musicgen.FRAME_RATE) + facts.max_delay
-    value = torch.tensor([], dtype=decoder.dtype).element_size()
-    cache = decoding.kv_cache_bytes(facts.layers, facts.hidden_size, rows, positions, value)
-    step = rows * (facts.codebooks * musicgen.CARD * 4 + facts.heads * positions * 4 * 2)
-    return cache + step
+def take_reports(ranked: list[_Take]) -> list[TakeReport]:
+    return [TakeReport(t.index, rank, t.generated.seed, t.fidelity) for rank, t in enumerate(ranked, 1)]
 
 
-def free_bytes(device: torch.device) -> int | None:
-    """Memory a decode can still use on `device`: CUDA's free memory plus what the allocator holds unused;
-    on the CPU the system's available memory; None when unknown."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
+def _write_analysis(analysis: SongAnalysis, song: Song, mixed: _Mixed, work: Path) -> dict[str, Path]:
+    """analysis.json and analysis.png; on a new tempo the song's audio is not on the analysis' timeline,
+    so the picture draws the remix."""
+    drawn = ((song.part.samples, song.part.sample_rate) if not song.change.changes_tempo
+             else (mixed.remixed, musicgen.SAMPLE_RATE))
+    return {"analysis_json": write_json(analysis, work / "analysis.json"),
+            "analysis_png": render_png(analysis, *drawn, work / "analysis.png")}
+
+
+def _write_other_takes(request: RemixRequest, ranked: list[_Take], vocals: np.ndarray,
+                       work: Path) -> dict[str, Path]:
+    """take2 ... takeN, best first, each mixed with the same vocals as the remix."""
+    rate, suffix = musicgen.SAMPLE_RATE, request.output_format
+    written = {}
+    for rank, take in enumerate(ranked[1:], start=2):
+        other = mix.mix(take.instrumental, vocals, rate, request.normalization_strategy)
+        written[f"take{rank}"] = audio.write_audio(other, rate, work / f"take{rank}.{suffix}", suffix)
+    return written
+
+
+def _result(moved: dict[str, Path], analysis: SongAnalysis, ranked: list[_Take],
+            timings: dict[str, float]) -> RemixResult:
+    chosen = ranked[0]
+    return RemixResult(moved["remix"], moved.get("instrumental"), analysis, chosen.generated.seed,
+                       musicgen.SAMPLE_RATE, timings,
+                       stems={name: moved[name] for name in STEM_OUTPUTS if name in moved},
+                       analysis_json=moved.get("analysis_json"), analysis_png=moved.get("analysis_png"),
+                       fidelity=chosen.fidelity, takes=take_reports(ranked),
+                       take_outputs={name: path for name, path in moved.items() if name.startswith("take")})
 
 
 def _with_other(instrumental: np.ndarray, band: dict[str, np.ndarray] | None) -> dict[str, np.ndarray] | None:
@@ -429,19 +470,6 @@ def _section(song: audio.Audio, start: float | None, end: float | None) -> tuple
             f"{length:.2f} s long; got {first:g} .. {last:g}")
     a, b = int(round(first * song.sample_rate)), min(int(round(last * song.sample_rate)), song.samples.shape[1])
     return audio.Audio(song.samples[:, a:b], song.sample_rate), first
-
-
-def _song_analysis(found: rhythm.Rhythm, segments, duration: float, offset: float, request: RemixRequest,
-                   seed: int, timings: dict[str, float]) -> SongAnalysis:
-    """The stages' findings on the song's timeline (shifted by the part's start)."""
-    return SongAnalysis(
-        duration=duration, offset=offset, bpm=found.bpm,
-        beats=[offset + t for t in found.beats], downbeats=[offset + t for t in found.downbeats],
-        sections=[replace(s, start=offset + s.start, end=offset + s.end) for s in found.sections],
-        chords=[replace(c, start=offset + c.start, end=offset + c.end) for c in segments],
-        chords_given=bool(request.chords), prompt_sent=generation.build_prompt(request.prompt, found.bpm),
-        model_version=request.model_version, seed=seed, timings=dict(timings),
-    )
 
 
 @contextmanager

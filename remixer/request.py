@@ -9,21 +9,26 @@ from typing import Any
 
 from remixer.audio import FORMATS, STRATEGIES
 from remixer.chords import COEFFICIENT_RANGE
-from remixer.decoding import Sampling
 from remixer.errors import RemixerError
-from remixer.generation import EMPTY_PROMPT, MAX_TAKES
-from remixer.keytempo import TEMPO_RANGE, TRANSPOSE_RANGE
-from remixer.musicgen import MODEL_VERSIONS
+from remixer.musicgen import MODEL_VERSIONS, Sampling
 
 _SAMPLING = Sampling()  # the sampling defaults' one home
 
+MAX_TAKES = 4
+TRANSPOSE_RANGE = (-12, 12)  # semitones
+TEMPO_RANGE = (0.7, 1.4)  # new tempo / the song's (checked against the song's tempo by remixer.keytempo)
+EMPTY_PROMPT = "prompt is empty: describe the style, e.g. 'bossa nova with nylon guitar'"
 MIN_SECTION_S = 5.0  # the shortest part of a song that start_time/end_time may pick
 STEREO_VERSIONS = tuple(v for v in MODEL_VERSIONS if v.startswith("stereo"))
 UNSET = -1  # what clients send for "not set" on beat_sync_threshold and seed
 
 
 class RequestError(RemixerError):
-    """Invalid inputs; the message lists every problem and what is accepted."""
+    """Invalid inputs; the message lists every problem and what is accepted (`problems`: one each)."""
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        super().__init__(message)
+        self.problems = problems if problems is not None else [message]
 
 
 @dataclass(frozen=True)
@@ -112,7 +117,9 @@ SPECS = {spec.name: spec for spec in INPUTS}
 
 @dataclass(frozen=True)
 class RemixRequest:
-    """Exactly the prediction inputs, with the published defaults."""
+    """Exactly the prediction inputs, with the published defaults. A RemixRequest that exists is valid: it is
+    checked once, when made (RequestError lists every problem), and the stages trust it. What depends on the
+    song itself (the part's bounds, the tempo against the song's own) is checked where the song is known."""
 
     prompt: str
     music_input: Path
@@ -139,6 +146,11 @@ class RemixRequest:
     transpose: int = 0
     tempo: float | None = None
 
+    def __post_init__(self):
+        problems = self._problems()
+        if problems:
+            raise RequestError("; ".join(problems), problems)
+
     @classmethod
     def from_inputs(cls, **values) -> "RemixRequest":
         """Build from loosely typed inputs (HTTP, CLI, in-process calls) and validate."""
@@ -164,16 +176,12 @@ class RemixRequest:
         problems += [f"{name} is required" for name in missing]
         if problems:
             return None, problems
-        request = cls(**clean)
-        problems = request.problems()
-        return (None if problems else request), problems
+        try:
+            return cls(**clean), []
+        except RequestError as error:
+            return None, error.problems
 
-    def validate(self) -> None:
-        problems = self.problems()
-        if problems:
-            raise RequestError("; ".join(problems))
-
-    def problems(self) -> list[str]:
+    def _problems(self) -> list[str]:
         """Everything wrong with these inputs, each with what is accepted."""
         problems = []
         for spec in INPUTS:

@@ -113,12 +113,12 @@ def test_short_and_silent_audio(recognizer):
 
 
 def test_bad_checkpoints_are_explained(tmp_path):
-    with pytest.raises(btc.CheckpointError, match="not found"):
+    with pytest.raises(btc.BTCFormatError, match="not found"):
         btc.load_model(tmp_path / "none.pt")
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a pickle")
-    with pytest.raises(btc.CheckpointError, match="not a readable BTC checkpoint"):
+    with pytest.raises(btc.BTCFormatError, match="not a readable BTC checkpoint"):
         btc.load_model(junk)
     torch.save({"model": {"x": torch.zeros(1)}, "mean": 0.0, "std": 1.0}, junk)
-    with pytest.raises(btc.CheckpointError, match="not a BTC checkpoint"):
+    with pytest.raises(btc.BTCFormatError, match="not a BTC checkpoint"):
         btc.load_model(junk)

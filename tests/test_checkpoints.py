@@ -194,7 +194,7 @@ def test_mbd_published_layout_loads_without_running_code(tmp_path):
 def test_btc_standalone_loader_never_runs_a_pickle_either(legacy, tmp_path):
     marker = tmp_path / "created-by-the-pickle"
     path = _hostile(tmp_path / "btc.pt", marker, legacy)
-    with pytest.raises(btc.CheckpointError, match="not a readable BTC checkpoint"):
+    with pytest.raises(btc.BTCFormatError, match="not a readable BTC checkpoint"):
         btc.load_model(path)
     assert not marker.exists()
 

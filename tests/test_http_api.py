@@ -157,6 +157,12 @@ def test_sync_prediction_with_data_uri_gives_stereo_32k_of_the_input_length(serv
     samples, sr = _decode_output(body["output"][0])
     assert sr == 32000 and samples.shape == (2, 4 * 32000)
     assert "seed 5" in body["logs"] or "(seed 5)" in body["logs"]
+    # Replicate's metrics: each stage's seconds, the fidelity numbers and the seed (Cog's metric API).
+    metrics = body["metrics"]
+    assert metrics["seed"] == 5 and metrics["takes"] == 1
+    assert {"decode", "separate", "rhythm", "chords", "generate", "beat_sync", "fidelity", "mix"} \
+        <= set(metrics["stage_seconds"])
+    assert metrics["stage_seconds"]["generate"] > 0 and 0 <= metrics["fidelity"]["score"] <= 1
     assert "noise" in _request(f"{server['url']}/health-check")[1]["setup"]["logs"]
 
 

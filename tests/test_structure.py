@@ -113,3 +113,45 @@ def test_readme_module_table_lists_exactly_the_modules():
     testing_row = next(line for line in table.splitlines() if line.startswith("| `remixer/testing/`"))
     helpers = {p.stem for p in (ROOT / "remixer" / "testing").glob("*.py")} - {"__init__"}
     assert all(f"`{name}`" in testing_row for name in helpers), sorted(helpers)
+
+
+def test_the_request_layer_and_the_clis_help_load_no_torch():
+    """`musicgen-remix --help` and the request table answer without loading torch (2.4 s of imports)."""
+    code = ("import sys, remixer.request, remixer.cli\n"
+            "try:\n    remixer.cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print('loaded:', sorted({'torch', 'transformers'} & set(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert "--prompt" in done.stdout and done.stdout.strip().endswith("loaded: []"), done.stdout[-300:]
+
+
+def test_errors_docstring_lists_every_error_class_of_the_family():
+    import importlib
+    import inspect
+    import pkgutil
+    import re
+
+    import remixer
+    from remixer.errors import RemixerError
+
+    found = set()
+    for module in pkgutil.iter_modules(remixer.__path__):
+        if module.name in ("testing", "__main__"):
+            continue
+        loaded = importlib.import_module(f"remixer.{module.name}")
+        for name, value in vars(loaded).items():
+            if inspect.isclass(value) and issubclass(value, RemixerError) and value is not RemixerError \
+                    and value.__module__ == loaded.__name__:
+                found.add(f"{module.name}.{name}")
+    listed = set(re.findall(r"^- (\w+\.\w+):", importlib.import_module("remixer.errors").__doc__, flags=re.M))
+    assert listed == found, (sorted(found - listed), sorted(listed - found))
+    names = [entry.split(".")[1] for entry in found]
+    assert len(names) == len(set(names))  # one class per name (one CheckpointError)
+
+
+def test_no_function_in_the_product_is_longer_than_60_lines():
+    longest = []
+    for path in (ROOT / "remixer").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                longest.append((node.end_lineno - node.lineno + 1, f"{path.relative_to(ROOT)}:{node.name}"))
+    assert max(longest)[0] <= 60, sorted(longest)[-3:]

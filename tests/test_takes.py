@@ -84,8 +84,6 @@ def test_sampled_takes_differ_and_a_seed_gives_the_same_takes(tiny_weights):
     assert all(torch.equal(a.tokens, b.tokens) for a, b in zip(first, again))
     assert not torch.equal(first[0].tokens, first[1].tokens) and not torch.equal(first[1].tokens, first[2].tokens)
     assert all(t.seed == 3 and t.audio.shape == (1, int(1.5 * 32000)) for t in first)
-    with pytest.raises(generation.GenerationError, match="takes must be 1 to 4"):
-        generation.generate_takes(model, "x", chroma, 1.5, seed=3, takes=5)
 
 
 # The analysis stages' results, pinned for the recording below: BTC and All-In-One make discrete choices from
@@ -215,9 +213,9 @@ def test_the_fidelity_reported_is_the_scorers(tiny_remixer, tmp_path, monkeypatc
 
 def test_a_request_that_cannot_fit_is_refused_before_decoding_saying_what_fits(tiny_remixer, tmp_path, monkeypatch):
     model = tiny_remixer.load_version("chord")
-    one = pipeline.decode_bytes(model, 1, 2.0)
-    assert pipeline.decode_bytes(model, 4, 2.0) > 3.9 * one - pipeline.decode_bytes(model, 0, 2.0)
-    monkeypatch.setattr(pipeline, "free_bytes", lambda device: int(2.5 * one))
+    one = generation.decode_bytes(model, 1, 2.0)
+    assert generation.decode_bytes(model, 4, 2.0) > 3.9 * one - generation.decode_bytes(model, 0, 2.0)
+    monkeypatch.setattr(generation, "free_bytes", lambda device: int(2.5 * one))
     decoded = []
     monkeypatch.setattr(generation, "generate_takes", lambda *a, **k: decoded.append(1))
     song = write_song(tmp_path / "song.wav", 2.0)
@@ -239,3 +237,27 @@ def test_inputs_left_as_none_take_their_defaults(tmp_path):
     song = write_song(tmp_path / "song.wav", 1.0)
     request = RemixRequest.from_inputs(prompt="x", music_input=str(song), takes=None, return_takes=None, top_k=None)
     assert (request.takes, request.return_takes, request.top_k) == (1, False, 250)
+
+
+def test_wiring_a_beatless_song_still_gets_chord_numbers_and_its_takes_rank_by_them(tiny_remixer, tmp_path,
+                                                                                     monkeypatch):
+    """Fixed: the chord recognizer (the song's chords first, then each take's new music: take 2 plays them,
+    take 1 does not). Real: everything else; random All-In-One finds no beat, so nothing is synced and the
+    new music is on the song's timeline already (the identity time map)."""
+    song_chords = [ChordSegment(0.0, 1.0, "C"), ChordSegment(1.0, 2.0, "A:min")]
+    heard = {2: [ChordSegment(0.0, 1.0, "F#"), ChordSegment(1.0, 2.0, "D#:min")], 3: song_chords}
+    for recognizer in tiny_remixer.recognizers.values():
+        calls = []
+        monkeypatch.setattr(recognizer, "recognize",
+                            lambda samples, rate, calls=calls: (calls.append(1), heard.get(len(calls),
+                                                                                          song_chords))[1])
+    song = write_song(tmp_path / "song.wav", 2.0)
+    result = tiny_remixer.remix(RemixRequest.from_inputs(prompt="x", music_input=str(song), model_version="chord",
+                                                         seed=5, takes=2, return_analysis=True), tmp_path / "out")
+    report = json.loads(result.analysis_json.read_text())
+    assert report["bpm"] is None and report["downbeats"] == []  # no beat found: nothing was synced
+    assert [t["index"] for t in report["takes"]] == [2, 1] and report["takes"][0]["chosen"]
+    best, other = report["takes"]
+    assert best["chord_majmin"] == 1.0 and other["chord_majmin"] == 0.0
+    assert best["beat_f"] is None and best["unmeasured"] == {"beat_f": "no beats were found in the song"}
+    assert report["fidelity"]["chord_majmin"] == 1.0 and result.takes[0].index == 2

@@ -31,81 +31,95 @@ class Behaviour:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def handler_for(behaviour: Behaviour):
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """Serves `behaviour.payload` as `behaviour` says (ranges, stalls, drops, corruption, a rate)."""
 
-        def do_GET(self):  # noqa: N802 (http.server's naming)
-            b = behaviour
-            header = self.headers.get("Range")
+    protocol_version = "HTTP/1.1"
+    behaviour: Behaviour  # set on the subclass handler_for makes
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        b = self.behaviour
+        with b.lock:
+            b.requests.append(self.headers.get("Range"))
+        if self.path.endswith("/missing"):
+            self.send_error(404)
+            return
+        if b.stall_s:
+            time.sleep(b.stall_s)
+        span = self._start_response(len(b.payload))
+        if span is None:
+            return
+        body, cut = self._faults(span[0], b.payload[span[0]:span[1] + 1])
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        with b.lock:
+            b.active += 1
+            b.peak = max(b.peak, b.active)
+        try:
+            self._send(body[:cut] if cut is not None else body)
+        finally:
             with b.lock:
-                b.requests.append(header)
-            if self.path.endswith("/missing"):
-                self.send_error(404)
-                return
-            if b.stall_s:
-                time.sleep(b.stall_s)
-            total = len(b.payload)
-            match = re.fullmatch(r"bytes=(\d+)-(\d*)", header or "") if b.ranges else None
-            if match:
-                start = int(match.group(1))
-                end = min(int(match.group(2)) if match.group(2) else total - 1, total - 1)
-                if start >= total:
-                    self.send_response(416)
-                    self.send_header("Content-Range", f"bytes */{total}")
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                self.send_response(206)
-                self.send_header("Content-Range", f"bytes {start}-{end}/{total}")
-            else:
-                start, end = 0, total - 1
-                self.send_response(200)
-            body = b.payload[start:end + 1]
-            with b.lock:
-                cut = b.drop_after if (b.drops_left > 0 and b.drop_after is not None and start >= b.drop_from
-                                       and len(body) > b.drop_after) else None
-                if cut is not None:
-                    b.drops_left -= 1
-                corrupt = b.corrupt_left > 0 and len(body) > 1
-                if corrupt:
-                    b.corrupt_left -= 1
-            if corrupt:
-                body = bytes(x ^ 0xFF for x in body[:64]) + body[64:]
-            self.send_header("Content-Length", str(len(body)))
+                b.active -= 1
+        if cut is not None:
+            self.close_connection = True
+            self.connection.shutdown(2)
+
+    def _start_response(self, total: int) -> tuple[int, int] | None:
+        """The status line for the asked range (206), the whole file (200) or none left (416: None)."""
+        header = self.headers.get("Range")
+        match = re.fullmatch(r"bytes=(\d+)-(\d*)", header or "") if self.behaviour.ranges else None
+        if not match:
+            self.send_response(200)
+            return 0, total - 1
+        start = int(match.group(1))
+        end = min(int(match.group(2)) if match.group(2) else total - 1, total - 1)
+        if start >= total:
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{total}")
+            self.send_header("Content-Length", "0")
             self.end_headers()
-            with b.lock:
-                b.active += 1
-                b.peak = max(b.peak, b.active)
-            try:
-                self._send(body[:cut] if cut is not None else body)
-            finally:
-                with b.lock:
-                    b.active -= 1
+            return None
+        self.send_response(206)
+        self.send_header("Content-Range", f"bytes {start}-{end}/{total}")
+        return start, end
+
+    def _faults(self, start: int, body: bytes) -> tuple[bytes, int | None]:
+        """The body with the behaviour's faults: flipped bytes, and where to drop the connection."""
+        b = self.behaviour
+        with b.lock:
+            cut = b.drop_after if (b.drops_left > 0 and b.drop_after is not None and start >= b.drop_from
+                                   and len(body) > b.drop_after) else None
             if cut is not None:
-                self.close_connection = True
-                self.connection.shutdown(2)
+                b.drops_left -= 1
+            corrupt = b.corrupt_left > 0 and len(body) > 1
+            if corrupt:
+                b.corrupt_left -= 1
+        if corrupt:
+            body = bytes(x ^ 0xFF for x in body[:64]) + body[64:]
+        return body, cut
 
-        def _send(self, body: bytes) -> None:
-            step = 64 << 10
-            began = time.perf_counter()
-            for offset in range(0, len(body), step):
-                piece = body[offset:offset + step]
-                try:
-                    self.wfile.write(piece)
-                except (BrokenPipeError, ConnectionResetError):
-                    return
-                with behaviour.lock:
-                    behaviour.sent += len(piece)
-                if behaviour.rate and offset + step < len(body):
-                    wait = (offset + len(piece)) / behaviour.rate - (time.perf_counter() - began)
-                    if wait > 0:
-                        time.sleep(wait)
+    def _send(self, body: bytes) -> None:
+        behaviour, step = self.behaviour, 64 << 10
+        began = time.perf_counter()
+        for offset in range(0, len(body), step):
+            piece = body[offset:offset + step]
+            try:
+                self.wfile.write(piece)
+            except (BrokenPipeError, ConnectionResetError):
+                return
+            with behaviour.lock:
+                behaviour.sent += len(piece)
+            if behaviour.rate and offset + step < len(body):
+                wait = (offset + len(piece)) / behaviour.rate - (time.perf_counter() - began)
+                if wait > 0:
+                    time.sleep(wait)
 
-        def log_message(self, *args):
-            pass
+    def log_message(self, *args):
+        pass
 
-    return Handler
+
+def handler_for(behaviour: Behaviour) -> type[_Handler]:
+    return type("Handler", (_Handler,), {"behaviour": behaviour})
 
 
 class FileServer:
