@@ -9,22 +9,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Sequence
 
 import numpy as np
+
+from remixer.chords import Segment  # a labelled span: a chord or a section
 
 SCHEMA_VERSION = 1
 PNG_SIZE = (1600, 500)  # pixels
 LABEL_CHAR_PX, LABEL_PAD_PX = 6, 8  # a chord name's width at 8 pt, 100 dpi
 MAX_BAR_NUMBERS = 40
-
-
-class Segment(Protocol):
-    """A labelled span: a chord (btc.ChordSegment) or a section (rhythm.Section)."""
-
-    start: float
-    end: float
-    label: str
 
 
 @dataclass
@@ -47,6 +41,7 @@ class SongAnalysis:
     fidelity: dict | None = None  # the returned remix's numbers (remixer.fidelity.Fidelity.as_dict)
     takes: list[dict] = field(default_factory=list)  # every take, best first
     key_tempo: dict | None = None  # transpose, original and new bpm, time factor (remixer.keytempo)
+    beat_sync: dict | None = None  # how far beat-sync moved the returned take's downbeats
 
     @property
     def meter(self) -> int | None:
@@ -60,6 +55,7 @@ class SongAnalysis:
         return int(np.bincount(counts).argmax()) if counts else None
 
     def to_json(self) -> dict:
+        """The analysis as analysis.json's dict (schema_version first; times in seconds)."""
         return {
             "schema_version": SCHEMA_VERSION,
             "duration": round(self.duration, 4),
@@ -79,10 +75,12 @@ class SongAnalysis:
             "fidelity": self.fidelity,
             "takes": self.takes,
             "key_tempo": self.key_tempo,
+            "beat_sync": self.beat_sync,
         }
 
 
 def write_json(analysis: SongAnalysis, path: Path) -> Path:
+    """Write analysis.json into `path` (UTF-8, indented) and return the path."""
     path.write_text(json.dumps(analysis.to_json(), indent=1))
     return path
 

@@ -65,6 +65,7 @@ class App:
             log.setLevel(logging.INFO)  # the stage lines are the progress bar's text
 
     def session(self, key: str) -> Session:
+        """The browser session's folder and cancel flag, made on its first request."""
         with self._lock:
             if key not in self.sessions:
                 folder = self.root / "sessions" / key
@@ -127,6 +128,7 @@ class _StageLog(logging.Handler):
         self.report = report
 
     def emit(self, record: logging.LogRecord) -> None:
+        """A stage line becomes the progress bar's text."""
         try:
             self.report(None, record.getMessage().split(":")[0].strip())
         except Exception:  # noqa: BLE001 - a progress display never fails a request
@@ -154,6 +156,7 @@ def component_for(spec: InputSpec):
 
 
 def page_default(spec: InputSpec):
+    """What the page shows first for an input: the page's own default, else the table's."""
     return PAGE_DEFAULTS.get(spec.name, spec.default)
 
 
@@ -283,6 +286,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
+    """`musicgen-remix app`: set up once, serve the page until Ctrl-C or SIGTERM; 0, or 1 when setup fails."""
     args = _parser().parse_args(argv)
     setup_logging()
     if args.host not in ("127.0.0.1", "localhost", "::1"):

@@ -56,10 +56,12 @@ class Audio:
 
     @property
     def duration(self) -> float:
+        """Seconds."""
         return self.samples.shape[-1] / self.sample_rate
 
     @property
     def channels(self) -> int:
+        """1 or 2."""
         return self.samples.shape[0]
 
 
@@ -72,6 +74,7 @@ class _Probe:
 
 
 def ffmpeg_available() -> bool:
+    """Whether ffmpeg and ffprobe are on PATH (else soundfile reads wav, flac, ogg, mp3)."""
     return shutil.which("ffmpeg") is not None and shutil.which("ffprobe") is not None
 
 

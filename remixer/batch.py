@@ -54,6 +54,7 @@ class PoolPlan:
 
     @property
     def device(self) -> str:
+        """'cuda' when each worker holds a GPU, else 'cpu'."""
         return "cuda" if self.gpus_per_worker > 0 else "cpu"
 
 
@@ -106,6 +107,7 @@ class Ledger:
                 and all((self.path.parent / p).is_file() for p in record.get("outputs", {}).values()))
 
     def record(self, record: dict[str, Any]) -> None:
+        """Add or replace a row's record and rewrite results.jsonl atomically (fsync, then rename)."""
         self.records[record["id"]] = record
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.records.values())
         handle, temporary = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
@@ -142,9 +144,11 @@ class RemixWorker:
                       "setup_s": round(time.perf_counter() - start, 2), "rows": 0}
 
     def ready(self) -> dict[str, Any]:
+        """The worker's setup report: pid, host, setup seconds, and the setup error if any."""
         return {**self.stats, "error": self.error}
 
     def remix(self, inputs: dict[str, Any], staging: str) -> dict[str, Any]:
+        """Remix one row's inputs into `staging`; a dict with status ok/failed, never an exception."""
         from remixer.request import RemixRequest
 
         start = time.perf_counter()
@@ -332,6 +336,7 @@ class _Pool:
             self.start()
 
     def start(self) -> None:
+        """Start one more actor; its ready() reference is waited on with the rows."""
         actor = self.actor_class.remote(*self.args)
         self.starting[actor.ready.remote()] = actor
 
@@ -360,9 +365,11 @@ class _Pool:
         self.start()
 
     def stats(self) -> list[dict[str, Any]]:
+        """Each live worker's setup report and row count."""
         return [dict(s) for s in self.all.values()]
 
     def close(self) -> None:
+        """Kill every actor, started or starting."""
         for actor in [*self.all, *self.starting.values()]:
             self._kill(actor)
 

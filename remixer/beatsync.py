@@ -172,6 +172,8 @@ def _longest_consistent_chain(candidates: list[tuple[float, float, bool]]) -> np
 
 def plan_sync(generated_downbeats, target_downbeats, threshold: float | None = None,
               bpm: float | None = None) -> SyncPlan | None:
+    """The time map from the generated music's downbeats to the song's (seconds), or None when
+    fewer than two pairs match within the threshold."""
     anchors = match_downbeats(generated_downbeats, target_downbeats, threshold, bpm)
     return SyncPlan(anchors) if anchors.shape[1] > 0 else None
 

@@ -105,6 +105,7 @@ def _allowed(family: str) -> tuple[tuple[object, str], ...]:
 
 
 def allowed_names(family: str) -> list[str]:
+    """The fully qualified names a checkpoint family may unpickle (its allow-list)."""
     return sorted({name for _, name in _allowed(family)})
 
 

@@ -19,7 +19,7 @@ WINDOW_SECONDS = 30.0
 FRAMES_PER_WINDOW = 235  # transformers' chroma_length for a 30 s window
 FRAME_SECONDS = WINDOW_SECONDS / FRAMES_PER_WINDOW
 SMOOTHING_FRAMES = 7
-COEFFICIENT_RANGE = (0.5, 2.0)
+COEFFICIENT_RANGE = (0.5, 2.0)  # chroma_coefficient's range, checked by the request
 
 NOTE_PITCH = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
 # Semitones above the root, per quality (Harte syntax, as BTC's vocabularies use).
@@ -47,11 +47,12 @@ QUALITY_INTERVALS: dict[str, tuple[int, ...]] = {
 _ALIASES = {"": "maj", "m": "min", "major": "maj", "minor": "min", "6": "maj6", "m7": "min7",
             "dom7": "7", "m6": "min6", "mmaj7": "minmaj7", "m9": "min9"}
 # The colon is optional so that everyday shorthand reads too: Am, F#m7, Bbmaj7, G7, Csus4.
-_LABEL = re.compile(r"^(?P<root>[A-G])(?P<accidentals>[#b]*):?(?P<quality>[^/():]*)"
+LABEL = re.compile(r"^(?P<root>[A-G])(?P<accidentals>[#b]*):?(?P<quality>[^/():]*)"
                     r"(?:\((?P<extensions>[^)]*)\))?(?:/(?P<bass>[#b]*[1-9][0-9]?|[A-G][#b]*))?$")
 
 
 def recognizer_component(large_vocabulary: bool) -> str:
+    """The weights component of BTC's large (170 classes) or major/minor (25) vocabulary."""
     return "btc-large-voca" if large_vocabulary else "btc-majmin"
 
 
@@ -71,6 +72,8 @@ class ChordError(RemixerError):
 
 
 class Segment(Protocol):
+    """A labelled span on a timeline, seconds: a chord (btc.ChordSegment) or a section (rhythm.Section)."""
+
     start: float
     end: float
     label: str
@@ -81,7 +84,7 @@ def chord_to_pitch_classes(label: str) -> list[int]:
     token = label.strip()
     if token in {"N", "X"}:
         return [0] * 12
-    match = _LABEL.match(token)
+    match = LABEL.match(token)
     if match is None:
         raise ChordError(
             f"cannot read chord {label!r}: write a root (C, F#, Bb) optionally followed by a quality "
@@ -115,7 +118,7 @@ def harte(label: str) -> str:
     if token in {"N", "X"}:
         return token
     chord_to_pitch_classes(token)  # raises ChordError for a label we cannot read
-    match = _LABEL.match(token)
+    match = LABEL.match(token)
     quality = _ALIASES.get(match["quality"], match["quality"])
     if quality == "" and match["extensions"] is not None:
         quality = "maj"
@@ -127,17 +130,10 @@ def frame_count(duration: float) -> int:
     return max(1, math.ceil(duration / FRAME_SECONDS - 1e-6))
 
 
-def _check_coefficient(coefficient: float) -> float:
-    low, high = COEFFICIENT_RANGE
-    if not low <= coefficient <= high:
-        raise ChordError(f"chroma_coefficient must be between {low} and {high}, got {coefficient}")
-    return float(coefficient)
-
-
 def segments_to_chroma(segments: Iterable[Segment], duration: float, coefficient: float = 1.0) -> np.ndarray:
     """Multi-hot chroma (frames, 12) on the model's 30/235 s grid (7.83 frames per second), smoothed,
-    times `coefficient`."""
-    coefficient = _check_coefficient(coefficient)
+    times `coefficient` (0.5..2.0: the request checked it)."""
+    coefficient = float(coefficient)
     frames = frame_count(duration)
     raw = np.zeros((frames, 12), np.float32)
     for segment in segments:

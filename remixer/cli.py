@@ -60,6 +60,7 @@ def setup_logging(level: int = logging.INFO) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`musicgen-remix`: 0 done, 1 a remix error (one line), 2 bad inputs; `batch` and `app` have their own."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["batch"]:  # a song named "batch" is ./batch
         return batch_main(argv[1:])
@@ -208,6 +209,7 @@ class _ProgressBar:
         return self
 
     def update(self, done: int, total: int) -> None:
+        """Tokens done of all: the bar is made on the first call and closed at the last token."""
         from tqdm import tqdm
 
         if self.closed:
@@ -219,6 +221,7 @@ class _ProgressBar:
             self.close()
 
     def close(self) -> None:
+        """Close the bar once (idempotent)."""
         if self.bar is not None and not self.closed:
             self.bar.close()
         self.closed = True

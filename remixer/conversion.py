@@ -1,4 +1,5 @@
-"""Published MusicGen-Chord checkpoints -> transformers' MusicGen-Melody layout, converted once and cached.
+"""Published MusicGen-Chord (and MusiConGen) checkpoints -> transformers' MusicGen-Melody layout, converted once
+and cached.
 
 A published `.th` holds `xp.cfg` (audiocraft's config, a pickled OmegaConf
 DictConfig) and `model` (the LM state dict). The config carries the model's
@@ -28,6 +29,7 @@ _SOURCE_FILE = "source.json"
 
 
 def decoder_config(cfg: dict):
+    """transformers' MusicgenMelodyDecoderConfig for an audiocraft `xp.cfg` (dim, layers, heads, n_q)."""
     from transformers import MusicgenMelodyDecoderConfig
 
     shape = lm_shape(cfg)
@@ -39,10 +41,15 @@ def decoder_config(cfg: dict):
     )
 
 
+BEAT_PROJECTION = "beat_proj"
 # audiocraft LM name -> transformers name (facts from both layouts).
 _RENAMES = (
     ("condition_provider.conditioners.description.output_proj", "enc_to_dec_proj"),
     ("condition_provider.conditioners.self_wav.output_proj", "audio_enc_to_dec_proj"),
+    # MusiConGen: its chord projection (12 -> dim, with bias) has the chroma projection's shape and role in
+    # the prefix; its beat projection (1 -> dim) has no transformers counterpart and keeps its own name.
+    ("condition_provider.conditioners.chord.output_proj", "audio_enc_to_dec_proj"),
+    ("condition_provider.conditioners.beat.output_proj", BEAT_PROJECTION),
     ("emb.", "decoder.model.decoder.embed_tokens."),
     ("transformer.layers.", "decoder.model.decoder.layers."),
     ("out_norm.", "decoder.model.decoder.layer_norm."),
@@ -54,13 +61,14 @@ _RENAMES = (
 )
 
 
+_KEPT = tuple(old for old, _ in _RENAMES[:4]) + ("emb.", "transformer.", "out_norm.", "linears.")
+
+
 def convert_state_dict(lm_state: dict[str, torch.Tensor], hidden_size: int) -> dict[str, torch.Tensor]:
     """audiocraft LM state dict -> transformers MusicGen-Melody names (decoder and projections)."""
     out: dict[str, torch.Tensor] = {}
     for name, tensor in lm_state.items():
-        if not name.startswith(("condition_provider.conditioners.description.output_proj",
-                                "condition_provider.conditioners.self_wav.output_proj",
-                                "emb.", "transformer.", "out_norm.", "linears.")):
+        if not name.startswith(_KEPT):
             continue  # conditioner internals (chroma extractor buffers) have no transformers counterpart
         for old, new in _RENAMES:
             name = name.replace(old, new)
@@ -70,7 +78,8 @@ def convert_state_dict(lm_state: dict[str, torch.Tensor], hidden_size: int) -> d
             out[base + "q_proj.weight"], out[base + "k_proj.weight"], out[base + "v_proj.weight"] = q, k, v
         else:
             out[name] = tensor
-    return {k: v.contiguous() for k, v in out.items()}
+    # float32 in the cache (MusiConGen publishes float16): the CPU decodes in float32, CUDA casts to 16 bits.
+    return {k: (v.float() if v.is_floating_point() else v).contiguous() for k, v in out.items()}
 
 
 def _source_stamp(path: Path) -> dict:
@@ -79,6 +88,7 @@ def _source_stamp(path: Path) -> dict:
 
 
 def converted_dir(th_path: Path) -> Path:
+    """Where a .th checkpoint's converted safetensors live: beside it, `<name>.converted/`."""
     return th_path.with_name(f"{th_path.stem}.{_CONVERTED}")
 
 

@@ -115,12 +115,18 @@ class Decoder:
         if config.activation_function != "gelu":
             raise ValueError(f"the decode loop implements the GELU decoder, not {config.activation_function}")
         self.activation = F.gelu  # MusicGen's exact (erf) GELU, without a module call per layer
+        # MusiConGen: the layers before which the step's chord + beat sum is added again (none for the chord
+        # models), as its transformer does for "in-attention" conditioning.
+        facts = getattr(model, "facts", None)
+        self.in_attention = frozenset(facts.in_attention if facts is not None else ())
 
     @property
     def delays(self) -> list[int]:
+        """Each codebook's delay in frames ([0, 1, 2, 3] mono; stereo interleaves two such sets)."""
         return [k // self.channels for k in range(self.codebooks)]
 
     def positional(self, length: int) -> torch.Tensor:
+        """The sinusoidal position table, (positions, width), in the decoder's dtype."""
         table = self.positions.get_embedding(length, self.width)
         return table.to(self.device, self.dtype)
 
@@ -130,13 +136,15 @@ class Decoder:
         return looked_up.sum(dim=1)
 
     def forward(self, hidden: torch.Tensor, start: int | torch.Tensor, cache: "KVCache",
-                causal: bool) -> torch.Tensor:
+                causal: bool, condition: torch.Tensor | None = None) -> torch.Tensor:
         """Run `hidden` (rows, T, D) at absolute positions start.. start+T-1, writing keys/values to `cache`.
 
         causal=True: the prefill, a block from position 0 (`start` an int)
         attending causally within itself. causal=False: a CUDA-graph step, T == 1
         at a device-tensor position, attending to the whole static cache through
         a mask so that shapes never change. (Eager steps use `step_eager`.)
+        condition (rows, C, D): MusiConGen's per-step sum, added to the last C positions (the token steps)
+        before each in-attention layer.
         """
         rows, length, _ = hidden.shape
         eager = isinstance(start, int)
@@ -145,7 +153,9 @@ class Decoder:
             # Positions after `start` are blocked: computed once per step, shared by every layer.
             blocked = None if causal else (torch.arange(cache.length, device=hidden.device) > start)[None, None, None]
         scale = self.head_dim ** -0.5
-        for layer, (keys_t, values) in zip(self.layers, cache.layers):
+        for number, (layer, (keys_t, values)) in enumerate(zip(self.layers, cache.layers)):
+            if condition is not None and number in self.in_attention:
+                hidden = _add_to_last(hidden, condition)
             normed = F.layer_norm(hidden, (self.width,), layer.norm1_w, layer.norm1_b)
             qkv = F.linear(normed, layer.qkv).view(rows, length, 3, self.heads, self.head_dim).transpose(1, 3)
             q, k, v = qkv.unbind(2)  # each (rows, heads, T, head_dim)
@@ -165,14 +175,19 @@ class Decoder:
             hidden = hidden + F.linear(self.activation(F.linear(normed, layer.fc1)), layer.fc2)
         return F.layer_norm(hidden, (self.width,), *self.final_norm)
 
-    def step_eager(self, hidden: torch.Tensor, position: int, cache: "KVCache") -> torch.Tensor:
+    def step_eager(self, hidden: torch.Tensor, position: int, cache: "KVCache",
+                   condition: torch.Tensor | None = None) -> torch.Tensor:
         """One position through every layer, (rows, D) -> (rows, D), with as few operations as possible:
-        on the CPU each operation costs host time, and this runs once per layer per token."""
+        on the CPU each operation costs host time, and this runs once per layer per token. condition (rows, D):
+        MusiConGen's sum for this step, added again before each in-attention layer."""
         rows = hidden.shape[0]
         end = position + 1
         batch = rows * self.heads
         scale = self.head_dim ** -0.5
-        for layer, (keys_t, values), (keys3, values3) in zip(self.layers, cache.layers, cache.flat):
+        for number, (layer, (keys_t, values), (keys3, values3)) in enumerate(
+                zip(self.layers, cache.layers, cache.flat)):
+            if condition is not None and number in self.in_attention:
+                hidden = hidden + condition
             normed = F.layer_norm(hidden, (self.width,), layer.norm1_w, layer.norm1_b)
             q, k, v = torch.mm(normed, layer.qkv_t).view(rows, 3, self.heads, self.head_dim).unbind(1)
             keys_t[:, :, :, position] = k
@@ -190,6 +205,14 @@ class Decoder:
     def logits(self, hidden_last: torch.Tensor) -> torch.Tensor:
         """(rows, D) -> (rows, K, card) float32."""
         return torch.einsum("rd,kvd->rkv", hidden_last, self.heads_out).float()
+
+
+def _add_to_last(hidden: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+    """hidden (rows, T, D) with condition (rows, C, D) added to its last C positions."""
+    count = condition.shape[1]
+    if count == hidden.shape[1]:
+        return hidden + condition
+    return torch.cat([hidden[:, :-count], hidden[:, -count:] + condition], dim=1)
 
 
 @dataclass
@@ -242,6 +265,7 @@ class KVCache:
 
     @property
     def bytes(self) -> int:
+        """Bytes the keys and values hold."""
         return sum(k.numel() * k.element_size() * 2 for k, _ in self.layers)
 
 
@@ -257,6 +281,7 @@ class WindowPlan:
 
     @property
     def takes(self) -> int:
+        """Rows of tokens decoded together (guidance doubles them in the batch)."""
         return self.grid.shape[0]
 
 
@@ -298,30 +323,38 @@ class CudaGraphs:
         self.device = device
 
     def device_context(self):
+        """torch.cuda.device(...) for the decoder's device."""
         return torch.cuda.device(self.device)
 
     def new_graph(self, generator: torch.Generator | None):
+        """An empty torch.cuda.CUDAGraph."""
         graph = torch.cuda.CUDAGraph()
         if generator is not None:
             graph.register_generator_state(generator)  # replays draw fresh numbers from the request's generator
         return graph
 
     def side_stream(self):
+        """A stream to capture on, apart from the default one."""
         return torch.cuda.Stream(device=self.device)
 
     def current_stream(self):
+        """The stream work is queued on now."""
         return torch.cuda.current_stream(self.device)
 
     def use_stream(self, stream):
+        """torch.cuda.stream(...): queue work on `stream` inside the block."""
         return torch.cuda.stream(stream)
 
     def capture(self, graph, stream):
+        """torch.cuda.graph(...): record the block into `graph` with a private memory pool."""
         return torch.cuda.graph(graph, stream=stream)
 
     def capturing(self) -> bool:
+        """Whether a capture is under way on the current stream."""
         return torch.cuda.is_current_stream_capturing()
 
     def synchronize(self) -> None:
+        """Wait for the device's queued work."""
         torch.cuda.synchronize(self.device)
 
 
@@ -347,14 +380,17 @@ class WindowDecoder:
 
     @torch.inference_mode()
     def decode(self, prefix: torch.Tensor, plan: WindowPlan, settings: Sampling,
-               generator: torch.Generator | None, progress: ProgressCallback | None = None) -> torch.Tensor:
+               generator: torch.Generator | None, progress: ProgressCallback | None = None,
+               steps: torch.Tensor | None = None) -> torch.Tensor:
         """prefix (1 or 2, C, D): the condition (and the null row under guidance), shared by every take of
-        `plan`. Returns aligned codes (takes, K, frames); all takes are decoded together, one batch of rows."""
+        `plan`. steps (1 or 2, positions, D), MusiConGen only: what each grid position's input gets added
+        (its frame's chord + beat embedding; the null row's zeros), read on the device at the step's
+        position. Returns aligned codes (takes, K, frames); all takes are decoded together, one batch of rows."""
         on_device = self.graphs.device_context() if self.graphs is not None else contextlib.nullcontext()
         with on_device:  # every allocation, stream and kernel of the window on the model's device
-            return self._decode(prefix, plan, settings, generator, progress)
+            return self._decode(prefix, plan, settings, generator, progress, steps)
 
-    def _decode(self, prefix, plan, settings, generator, progress) -> torch.Tensor:
+    def _decode(self, prefix, plan, settings, generator, progress, steps=None) -> torch.Tensor:
         decoder = self.decoder
         guided = settings.guided
         if prefix.shape[0] != (2 if guided else 1):
@@ -368,15 +404,21 @@ class WindowDecoder:
         grid = plan.grid.clone()
         # One condition for every take: the condition rows, then (guided) the null rows.
         prefix = torch.cat([part.expand(takes, -1, -1) for part in prefix.split(1)])
+        if steps is not None:
+            steps = torch.cat([part.expand(takes, -1, -1) for part in steps.split(1)]).to(decoder.dtype)
 
         # Prefill, all rows in one forward: the condition and every grid position before the first to generate.
         tokens = rows_for(grid[:, :, :plan.first], guided)
-        hidden = torch.cat([prefix.to(decoder.dtype), decoder.embed(tokens)], dim=1)
+        embedded = decoder.embed(tokens)
+        before = None if steps is None else steps[:, :plan.first]
+        if before is not None:
+            embedded = embedded + before
+        hidden = torch.cat([prefix.to(decoder.dtype), embedded], dim=1)
         hidden = hidden + table[:hidden.shape[1]]
-        out = decoder.forward(hidden, 0, cache, causal=True)
+        out = decoder.forward(hidden, 0, cache, causal=True, condition=before)
         logits = decoder.logits(out[:, -1])
         state = _StepState(grid, plan.fixed, torch.tensor(plan.first, device=decoder.device), plan.first,
-                           prefix.shape[1], table, cache, logits)
+                           prefix.shape[1], table, cache, logits, steps)
         self._choose(state, settings, generator, guided, eager=True)
         clock.lap("prefill")
 
@@ -434,10 +476,15 @@ class WindowDecoder:
             index = state.prefix_length + state.position
             positional = state.table.index_select(0, index[None])
         hidden = decoder.embed(rows_for(column, guided)) + positional
+        added = None
+        if state.steps is not None:  # MusiConGen: the fed position's chord + beat, from the device buffer
+            added = (state.steps[:, state.at:state.at + 1] if eager
+                     else state.steps.index_select(1, state.position[None]))
+            hidden = hidden + added
         if eager:
-            last = decoder.step_eager(hidden[:, 0], index, state.cache)
+            last = decoder.step_eager(hidden[:, 0], index, state.cache, None if added is None else added[:, 0])
         else:
-            last = decoder.forward(hidden, index, state.cache, causal=False)[:, -1]
+            last = decoder.forward(hidden, index, state.cache, causal=False, condition=added)[:, -1]
         state.logits.copy_(decoder.logits(last))
         if eager:
             state.at += 1
@@ -502,6 +549,7 @@ class _Clock:
         self.last = time.perf_counter()
 
     def lap(self, name: str) -> None:
+        """Seconds since the last lap, added to `name` (the device synchronised first when timed)."""
         if not self.enabled:
             return
         if self.graphs is not None:
@@ -521,6 +569,7 @@ class _StepState:
     table: torch.Tensor
     cache: KVCache
     logits: torch.Tensor  # (rows, K, card) float32, the logits for the position after `position`
+    steps: torch.Tensor | None = None  # (rows, positions, D): MusiConGen's per-position sums; None otherwise
 
 
 def kv_cache_bytes(layers: int, width: int, rows: int, positions: int, bytes_per_value: int = 2) -> int:

@@ -47,6 +47,7 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> "Settings":
+        """Chunk size, parallel ranges and retries, from REMIXER_DOWNLOAD_* where set."""
         return cls(connections=max(1, int(os.environ.get("REMIXER_DOWNLOAD_CONNECTIONS", "8"))),
                    chunk_bytes=max(1, int(float(os.environ.get("REMIXER_DOWNLOAD_CHUNK_MB", "16")) * (1 << 20))))
 
@@ -222,6 +223,7 @@ def _check(job: Job, part: Path) -> str | None:
 
 
 def sha256_of(path: Path) -> str:
+    """The file's sha256, hex, read in 1 MB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):

@@ -29,6 +29,7 @@ TimeMap = Callable[[np.ndarray], np.ndarray]
 
 
 def identity(seconds: np.ndarray) -> np.ndarray:
+    """The time map of music that was not moved: seconds to the same seconds."""
     return np.asarray(seconds, dtype=np.float64)
 
 
@@ -51,6 +52,7 @@ class Fidelity:
         return float(sum(SCORE_WEIGHTS[name] * value for name, value in measured.items()) / total)
 
     def as_dict(self) -> dict:
+        """The numbers (rounded to 4 places, None when unmeasured), the score and why any is missing."""
         numbers = {name: None if getattr(self, name) is None else round(float(getattr(self, name)), 4)
                    for name in NUMBERS}
         return {**numbers, "score": round(self.score, 4), "unmeasured": dict(self.reasons)}
@@ -61,6 +63,7 @@ class Fidelity:
         return "; ".join(sorted(set(self.reasons.values())))
 
     def summary(self) -> str:
+        """One line: each number or n/a, then the score."""
         parts = [f"{name} {getattr(self, name):.2f}" if getattr(self, name) is not None else f"{name} n/a"
                  for name in NUMBERS]
         return ", ".join(parts) + f" (score {self.score:.2f})"

@@ -1,4 +1,5 @@
-"""MusicGen-Chord generation for a whole song: prompt, seed, 30 s windows, condition, decode, EnCodec.
+"""MusicGen-Chord (and MusiConGen) generation for a whole song: prompt, seed, 30 s windows, condition, decode,
+EnCodec.
 
 The model (`remixer.models`, converted by `remixer.conversion`) is
 transformers' MusicGen-Melody (T5 text encoder, EnCodec 32 kHz, a decoder over
@@ -12,13 +13,14 @@ import logging
 import math
 import random
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import torch
 
 from remixer import decoding
 from remixer.chords import WINDOW_SECONDS, window_chroma
+from remixer.conditions import WINDOW_FRAMES, SongFrames, WindowFrames, window
 from remixer.device import free_bytes
 from remixer.errors import RemixerError
 from remixer.decoding import Sampling
@@ -89,6 +91,8 @@ class EncodedText:
 
 
 def encode_text(model: ChordModel, text: str) -> EncodedText:
+    """The prompt through T5 once per request: ids and mask (1, tokens), states (1, tokens, T5 width),
+    on the model's device; prompts past 512 tokens are cut with a warning."""
     tokenizer = model.tokenizer
     ids = tokenizer(text, return_tensors="pt")
     if ids["input_ids"].shape[1] > MAX_PROMPT_TOKENS:
@@ -123,21 +127,21 @@ def condition_prefix(model: ChordModel, text: EncodedText, window: np.ndarray, g
 def generate(
     model: ChordModel,
     prompt: str,
-    chroma: np.ndarray,
+    chroma: np.ndarray | SongFrames,
     duration: float,
     sampling: Sampling = Sampling(),
     seed: int | None = None,
     bpm: float | None = None,
     progress: ProgressCallback | None = None,
 ) -> Generated:
-    """Generate `duration` seconds conditioned on the prompt and the song's whole chord chroma (one take)."""
+    """Generate `duration` seconds conditioned on the prompt and the song's whole condition (one take)."""
     return generate_takes(model, prompt, chroma, duration, sampling, seed=seed, bpm=bpm, progress=progress)[0]
 
 
 def generate_takes(
     model: ChordModel,
     prompt: str,
-    chroma: np.ndarray,
+    condition: np.ndarray | SongFrames,
     duration: float,
     sampling: Sampling = Sampling(),
     seed: int | None = None,
@@ -147,15 +151,17 @@ def generate_takes(
 ) -> list[Generated]:
     """`takes` versions of the same request, decoded together as one batch (one T5 encoding, one decode
     per window for all of them, one CUDA graph on GPUs), each from its own draws of one seeded generator.
-    One take draws exactly what a request without takes draws."""
+    One take draws exactly what a request without takes draws.
+
+    condition: the chord models' chroma for the whole song, (frames, 12) on the 235-per-30-s grid; or
+    MusiConGen's chord and beat frames for the whole song (remixer.conditions.SongFrames). Each window reads
+    its own slice. Returns each take's tokens (codebooks, frames) and audio (channels, samples) at 32 kHz."""
     facts = model.facts
-    if duration <= 0:
-        raise GenerationError("nothing to generate: the song has no duration")
+    _check_condition(facts, condition, duration)
     text = build_prompt(prompt, bpm)
     seed = choose_seed(seed)
     total_frames = math.ceil(duration * FRAME_RATE)
     starts = window_starts(duration)
-    windows = window_chroma(chroma, starts)
     prompt_frames = int(PROMPT_S * FRAME_RATE)
     new_per_window = window_new_frames(duration)
     total_steps = sum(n + facts.max_delay for n in new_per_window)
@@ -173,13 +179,14 @@ def generate_takes(
     window_decoder = decoding.WindowDecoder(decoder)
     generator = torch.Generator(device=model.device).manual_seed(seed)
     codes = torch.zeros((takes, facts.codebooks, 0), dtype=torch.long)
-    for index, (window, new_frames) in enumerate(zip(windows, new_per_window)):
-        prefix = condition_prefix(model, encoded, window, guided)
+    conditions = window_conditions(model, encoded, condition, starts, guided)
+    for index, ((prefix, steps), new_frames) in enumerate(zip(conditions, new_per_window)):
         prompt = codes[:, :, -prompt_frames:] if index > 0 else codes
         plan = decoding.plan_window(prompt, new_frames, decoder.delays, model.device)
         before = done
         window_codes = window_decoder.decode(prefix, plan, sampling, generator,
-                                             progress=lambda chosen, _window_total: step_to(before + chosen))
+                                             progress=lambda chosen, _window_total: step_to(before + chosen),
+                                             steps=steps)
         codes = torch.cat([codes, window_codes[:, :, prompt.shape[2]:].cpu()], dim=2)
         log.info("generation: window %d/%d done (%.0f s of %.0f s%s; %s)", index + 1, len(starts),
                  min(codes.shape[2] / FRAME_RATE, duration), duration, f", {takes} takes" if takes > 1 else "",
@@ -189,6 +196,42 @@ def generate_takes(
     modes = tuple(window_decoder.modes)
     return [Generated(take, _fit_length(decode_tokens(model, take), samples), SAMPLE_RATE, seed, modes)
             for take in codes]
+
+
+def _check_condition(facts, condition: np.ndarray | SongFrames, duration: float) -> None:
+    if duration <= 0:
+        raise GenerationError("nothing to generate: the song has no duration")
+    if isinstance(condition, SongFrames) != facts.plays_on_beats:
+        raise GenerationError(f"{facts.version} is conditioned on "
+                              f"{'chord and beat frames' if facts.plays_on_beats else 'a chord chroma'}")
+
+
+def window_conditions(model: ChordModel, text: EncodedText, condition: np.ndarray | SongFrames,
+                      starts: list[float], guided: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """Each window's (prefix, steps): the chord models' chroma of the window's part of the song and no step
+    condition; MusiConGen's chord prefix and its per-position chord + beat sums, from the window's frames."""
+    if not isinstance(condition, SongFrames):
+        for chroma in window_chroma(condition, starts):
+            yield condition_prefix(model, text, chroma, guided), None
+        return
+    for start in starts:
+        frames = window(condition, start)
+        prefix = condition_prefix(model, text, frames.prefix.astype(np.float32), guided)
+        yield prefix, step_sums(model, frames, guided)
+
+
+@torch.inference_mode()
+def step_sums(model: ChordModel, frames: WindowFrames, guided: bool) -> torch.Tensor:
+    """MusiConGen's per-position condition, (1 or 2, 1 + 1500 + max delay, D): grid position s gets frame s's
+    chord embedding + beat embedding (both projections with their bias, frames cast to float32 as the
+    reference does), nothing past the window's 1500 frames; the null row (guidance) is zeros: its chord and
+    beat are masked to exact zeros, bias included."""
+    chord = torch.from_numpy(frames.chord.T.astype(np.float32)).to(model.device)  # (1500, 12)
+    beat = torch.from_numpy(frames.beat.T.astype(np.float32)).to(model.device)  # (1500, 1)
+    summed = model.audio_enc_to_dec_proj(chord) + model.beat_proj(beat)
+    out = torch.zeros((1 + WINDOW_FRAMES + model.facts.max_delay, summed.shape[1]), device=model.device)
+    out[:WINDOW_FRAMES] = summed
+    return torch.stack([out, torch.zeros_like(out)]) if guided else out[None]
 
 
 def decode_tokens(model: ChordModel, codes: torch.Tensor) -> np.ndarray:

@@ -56,13 +56,16 @@ class KeyTempo:
 
     @property
     def changes_key(self) -> bool:
+        """Whether the chords and vocals move by semitones."""
         return self.transpose != 0
 
     @property
     def changes_tempo(self) -> bool:
+        """Whether the timeline is scaled."""
         return self.factor != 1.0
 
     def as_dict(self) -> dict:
+        """analysis.json's key_tempo: transpose, original_bpm, bpm, time_factor."""
         return {"transpose": self.transpose, "original_bpm": self.song_bpm,
                 "bpm": self.tempo if self.tempo is not None else self.song_bpm, "time_factor": self.factor}
 
@@ -107,10 +110,12 @@ def _move_note(text: str, semitones: int) -> tuple[str, str]:
 
 
 def transpose_segments(segments: Sequence, semitones: int) -> list:
+    """Chord segments with their roots (and note-name basses) moved by `semitones`; N and X kept."""
     return [replace(s, label=transpose_label(s.label, semitones)) for s in segments]
 
 
 def scale_segments(segments: Sequence, factor: float) -> list:
+    """Segments (chords or sections) with their times multiplied by `factor`."""
     return [replace(s, start=s.start * factor, end=s.end * factor) for s in segments]
 
 

@@ -44,6 +44,7 @@ class ResBlock(nn.Module):
         self.conv2 = nn.Conv1d(channels, channels, 3, 1, dilation, dilation=dilation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, channels, samples) -> the same shape, plus the residual."""
         h = self.conv1(F.relu(self.norm1(x)))
         return x + self.conv2(F.relu(self.norm2(h)))
 
@@ -60,6 +61,7 @@ class EncoderLayer(nn.Module):
         self.res_blocks = _res_blocks(chout, norm_groups, res_blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, channels, samples) -> (batch, channels * 2, samples / stride)."""
         stride = self.conv.stride[0]
         x = F.pad(x, (0, (stride - x.shape[-1] % stride) % stride))
         return self.res_blocks(F.relu(self.norm(self.conv(x))))
@@ -73,6 +75,7 @@ class DecoderLayer(nn.Module):
         self.convtr = nn.ConvTranspose1d(chin, chout, kernel, stride, (kernel - stride) // 2, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, channels, samples), skip -> (batch, channels / 2, samples * stride)."""
         return self.convtr(F.relu(self.norm(self.res_blocks(x))))
 
 
@@ -82,6 +85,7 @@ class _SelfAttention(nn.Module):
         self.mha = nn.MultiheadAttention(dim, heads, bias=False, batch_first=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, time, width) -> (batch, time, width)."""
         return self.mha(x, x, x, need_weights=False)[0]
 
 
@@ -97,6 +101,7 @@ class TransformerLayer(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, time, width) -> (batch, time, width), pre-norm, residual."""
         x = self.norm1(x + self.self_attn(x))
         return self.norm2(x + self.linear2(F.relu(self.linear1(x))))
 
@@ -107,6 +112,7 @@ class Transformer(nn.Module):
         self.layers = nn.ModuleList([TransformerLayer(dim) for _ in range(layers)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, width, time) -> (batch, width, time), with a sinusoidal position signal."""
         positions = torch.arange(x.shape[1], device=x.device, dtype=x.dtype).view(1, -1, 1)
         half = x.shape[-1] // 2
         scale = torch.full([], 10_000.0, device=x.device, dtype=x.dtype) ** (
@@ -125,6 +131,7 @@ class BLSTM(nn.Module):
         self.linear = nn.Linear(2 * dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, width, time) -> (batch, width, time), bidirectional LSTM, projected back."""
         return self.linear(self.lstm(x.permute(2, 0, 1))[0]).permute(1, 2, 0)
 
 
@@ -153,6 +160,8 @@ class DiffusionUnet(nn.Module):
         self.conv_codec = nn.Conv1d(codec_dim, chin, 1) if codec_dim is not None else None
 
     def forward(self, x: torch.Tensor, step: int, condition: torch.Tensor | None) -> torch.Tensor:
+        """Noisy band (batch, 1, samples), the step, the condition (batch, latent, frames) -> the
+        predicted noise, (batch, 1, samples)."""
         batch = x.shape[0]
         steps = torch.full((batch,), step, device=x.device, dtype=torch.long)
         skips, z = [], x
@@ -195,6 +204,7 @@ class BandProcessor(nn.Module):
             self.register_buffer(name, torch.zeros(1 if name == "counts" else n_bands))
 
     def return_sample(self, x: torch.Tensor) -> torch.Tensor:
+        """The band's processing undone (the identity for MusicGen's MBD)."""
         mean = self.sum_x / self.counts
         std = (self.sum_x2 / self.counts - mean ** 2).clamp(min=0).sqrt()
         target_std = self.sum_target_x2 / self.counts
@@ -212,6 +222,7 @@ class Schedule:
 
     @classmethod
     def from_cfg(cls, cfg: dict) -> "Schedule":
+        """The noise schedule of a band's cfg (beta_t0, beta_t1, beta_exp, num_steps)."""
         if cfg.get("repartition", "power") != "power" or cfg.get("n_bands") is not None:
             raise MBDError("only the power noise schedule over the whole band is supported")
         exponent = float(cfg["beta_exp"])
@@ -221,6 +232,7 @@ class Schedule:
                    float(cfg.get("noise_scale", 1.0)))
 
     def alpha_bar(self, step: int) -> torch.Tensor:
+        """The product of (1 - beta) up to `step`."""
         return (1 - self.betas[:step + 1]).prod()
 
 
@@ -235,6 +247,7 @@ class Band:
     @torch.no_grad()
     def sample(self, condition: torch.Tensor, initial_noise: torch.Tensor, steps: list[int] | None = None,
                generator: torch.Generator | None = None) -> torch.Tensor:
+        """One band's audio (batch, 1, samples) from noise, conditioned on the latent, over `steps`."""
         steps = steps or DEFAULT_STEPS
         schedule = self.schedule
         alpha_bar = schedule.alpha_bar(len(schedule.betas) - 1)
@@ -268,6 +281,7 @@ class MultiBandDiffusion:
         self.sample_rate = sample_rate
 
     def to(self, device: torch.device) -> "MultiBandDiffusion":
+        """Every band's network on `device`; returns self."""
         for band in self.bands:
             band.unet.to(device)
             band.processor.to(device)
@@ -297,6 +311,8 @@ class MultiBandDiffusion:
     @torch.no_grad()
     def decode(self, latent: torch.Tensor, encodec_wav: torch.Tensor, steps: list[int] | None = None,
                generator: torch.Generator | None = None) -> torch.Tensor:
+        """Audio (batch, 1, samples) at 32 kHz from an EnCodec latent (batch, 128, frames), each band
+        equalised to the EnCodec decoding `encodec_wav` (batch, 1, samples)."""
         return self.equalise(self.generate(latent, encodec_wav.shape[-1], steps, generator), encodec_wav)
 
 

@@ -24,19 +24,23 @@ import torch
 from transformers import MusicgenMelodyForConditionalGeneration
 
 from remixer import decoding
-from remixer.conversion import CONFIG_FILE, STATE_FILE, convert_checkpoint, decoder_config
+from remixer.conversion import BEAT_PROJECTION, CONFIG_FILE, STATE_FILE, convert_checkpoint, decoder_config
 from remixer.device import system_memory
-from remixer.musicgen import CARD, GenerationError, ModelFacts, facts_from_cfg
+from remixer.musicgen import CARD, GenerationError, ModelFacts, facts_from_cfg, version_of
 
 log = logging.getLogger(__name__)
 
+ENCODEC_32KHZ = "facebook/encodec_32khz"  # the codec of every MusicGen-Chord and MusiConGen checkpoint
+
 
 class ChordModel(MusicgenMelodyForConditionalGeneration):
-    """MusicGen-Melody weights of a MusicGen-Chord checkpoint, with that checkpoint's facts."""
+    """MusicGen-Melody weights of a MusicGen-Chord (or MusiConGen) checkpoint, with that checkpoint's facts."""
 
     facts: ModelFacts
     tokenizer: object = None  # T5's tokenizer (transformers), from the shared Encoders
     fast_decoder: decoding.Decoder | None = None
+    # MusiConGen's models also hold `beat_proj`, Linear(1, width), registered as a submodule (so that it moves
+    # with the model); not declared here: a class attribute would shadow the registered module.
 
     def decoder_for(self) -> decoding.Decoder:
         """Our decode loop over this model's own decoder weights, built once."""
@@ -100,7 +104,7 @@ def load_musicgen_chord(th_path: str | Path, device: str | torch.device, encoder
     chosen = torch.device(device)
     cache = convert_checkpoint(th_path)
     cfg = json.loads((cache / CONFIG_FILE).read_text())["xp.cfg"]
-    version = th_path.stem.removeprefix("musicgen-")
+    version = version_of(th_path)
     # Cast on the host, then move: the GPU never holds a float32 and a 16-bit copy of the decoder at once.
     state = load_file(str(cache / STATE_FILE), device="cpu")
     if chosen.type == "cuda":
@@ -127,6 +131,7 @@ def assemble(cfg: dict, encoders: Encoders, state: dict[str, torch.Tensor] | Non
         config = MusicgenMelodyConfig(text_encoder=encoders.text.config, audio_encoder=encoders.audio.config,
                                       decoder=decoder.config)
         model = ChordModel(config=config)
+    beat = {key.split(".")[-1]: state.pop(key) for key in list(state) if key.startswith(BEAT_PROJECTION + ".")}
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     missing = [k for k in missing if not k.startswith(("text_encoder.", "audio_encoder."))
                and "embed_positions" not in k]
@@ -135,12 +140,41 @@ def assemble(cfg: dict, encoders: Encoders, state: dict[str, torch.Tensor] | Non
                               f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
     model.text_encoder = encoders.text
     model.audio_encoder = encoders.audio
+    if facts.plays_on_beats:
+        model.beat_proj = _beat_projection(beat, name, facts.hidden_size)
     _materialise_buffers(model)
     model.facts, model.tokenizer = facts, encoders.tokenizer
     return model
 
 
+def _beat_projection(state: dict[str, torch.Tensor], name: str, width: int) -> torch.nn.Linear:
+    """MusiConGen's beat projection, Linear(1, width) with bias, from its converted tensors."""
+    if set(state) != {"weight", "bias"} or tuple(state["weight"].shape) != (width, 1):
+        raise GenerationError(f"{name}: a MusiConGen checkpoint holds the beat conditioner's output_proj "
+                              f"(weight ({width}, 1) and bias); found {sorted(state)}")
+    projection = torch.nn.Linear(1, width)
+    projection.weight = torch.nn.Parameter(state["weight"], requires_grad=False)
+    projection.bias = torch.nn.Parameter(state["bias"], requires_grad=False)
+    return projection
+
+
+def check_codec_pointer(path: Path) -> None:
+    """MusiConGen's compression_state_dict.bin names the codec its tokens are for (its export's pointer:
+    {'pretrained': 'facebook/encodec_32khz', 'exported': True, ...}); we decode with EnCodec 32 kHz, so any
+    other codec is refused. Read with the safe loader: plain data only."""
+    from remixer import checkpoints
+
+    try:
+        pointer = checkpoints.read(path, "MusiConGen compression pointer", checkpoints.OMEGACONF)
+    except checkpoints.CheckpointError as error:
+        raise GenerationError(str(error)) from None
+    if pointer.get("pretrained") != ENCODEC_32KHZ:
+        raise GenerationError(f"{path.name} points to the codec {pointer.get('pretrained')!r}; the remixer decodes "
+                              f"MusiConGen's tokens with {ENCODEC_32KHZ} only")
+
+
 def prepare(model: ChordModel, device: torch.device) -> ChordModel:
+    """The model on `device` in eval mode, its decoder ready for our decode loop."""
     model.to(device).eval()
     if device.type == "cuda":
         # The decode loop reads every decoder weight once per step: half the bytes in 16 bits.
@@ -180,6 +214,8 @@ class ModelCache:
         self._lock = threading.Lock()
 
     def get(self, th_path: Path, device: torch.device, encoders: Encoders) -> ChordModel:
+        """The model of a checkpoint on a device, loaded on first use; least recently used ones
+        are unloaded to stay within the memory budget. Raises GenerationError (not a MusicGen-Chord checkpoint)."""
         key = (str(th_path), str(device))
         with self._lock:
             if key in self._models:

@@ -13,7 +13,10 @@ from dataclasses import dataclass
 
 from remixer.errors import RemixerError
 
-MODEL_VERSIONS = ("stereo-chord", "stereo-chord-large", "chord", "chord-large")
+CHORD_VERSIONS = ("stereo-chord", "stereo-chord-large", "chord", "chord-large")
+# MusiConGen (arXiv 2407.15060): MusicGen-Melody medium fine-tuned on chords and beats (remixer.conditions).
+BEAT_VERSIONS = ("musicongen",)
+MODEL_VERSIONS = CHORD_VERSIONS + BEAT_VERSIONS
 SAMPLE_RATE = 32000
 FRAME_RATE = 50  # EnCodec 32 kHz: 640 samples per token frame
 CARD = 2048  # codebook size; also the special (BOS / padding) token of the delayed grid
@@ -43,7 +46,18 @@ def component_for(version: str) -> str:
     """The weights component (remixer.weights) of a model_version."""
     if version not in MODEL_VERSIONS:
         raise GenerationError(f"unknown model_version {version!r}; choose one of {', '.join(MODEL_VERSIONS)}")
-    return f"musicgen-{version}"
+    return version if version in BEAT_VERSIONS else f"musicgen-{version}"
+
+
+def version_of(path) -> str:
+    """The model_version of a checkpoint file by the manifest's names: musicgen-<version>.th, or
+    <version>/state_dict.bin (the layout MusiConGen publishes)."""
+    from pathlib import Path
+
+    path = Path(path)
+    if path.name == "state_dict.bin":
+        return path.parent.name
+    return path.stem.removeprefix("musicgen-")
 
 
 @dataclass(frozen=True)
@@ -56,6 +70,12 @@ class ModelFacts:
     hidden_size: int
     layers: int
     heads: int
+    in_attention: tuple[int, ...] = ()  # layers the chord + beat sum is added before (MusiConGen)
+
+    @property
+    def plays_on_beats(self) -> bool:
+        """Conditioned on chord and beat frames (MusiConGen), not on a chord chroma."""
+        return bool(self.in_attention) or self.version in BEAT_VERSIONS
 
     @property
     def max_delay(self) -> int:
@@ -77,6 +97,13 @@ def lm_shape(cfg: dict) -> dict:
 
 
 def facts_from_cfg(cfg: dict, version: str) -> ModelFacts:
+    """The model version's facts (channels, codebooks, width, layers, heads) from its xp.cfg."""
     shape = lm_shape(cfg)
     stereo = int(cfg.get("channels", 1)) == 2 or bool(cfg.get("interleave_stereo_codebooks", {}).get("use"))
-    return ModelFacts(version, 2 if stereo else 1, shape["n_q"], shape["dim"], shape["layers"], shape["heads"])
+    # MusiConGen's fuser (its conditioner config chord2music_inattn): in_attn adds the summed chord and beat
+    # embeddings again before the layers with idx % 4 == 0, 0 < idx < 36 (its modules/transformer.py).
+    fuser = cfg.get("fuser") or {}
+    in_attention = tuple(i for i in range(shape["layers"]) if i % 4 == 0 and 0 < i < 36) \
+        if fuser.get("in_attn") else ()
+    return ModelFacts(version, 2 if stereo else 1, shape["n_q"], shape["dim"], shape["layers"], shape["heads"],
+                      in_attention)

@@ -19,8 +19,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from remixer import (audio, beatsync, chords, conversion, fidelity, generation, keytempo, mbd, mix, models,
-                     musicgen, rhythm, separation, weights)
+from remixer import (audio, beatsync, chords, conditions, conversion, fidelity, generation, keytempo, mbd, mix,
+                     models, musicgen, rhythm, separation, weights)
 from remixer.analysis import SongAnalysis, render_png, write_json
 from remixer.device import pick_device
 from remixer.errors import RemixerError
@@ -81,6 +81,7 @@ class TakeReport:
     fidelity: Fidelity
 
     def as_dict(self) -> dict:
+        """analysis.json's entry for a take: index, rank, seed, chosen, its fidelity."""
         return {"index": self.index, "rank": self.rank, "seed": self.seed, "chosen": self.rank == 1,
                 **self.fidelity.as_dict()}
 
@@ -94,6 +95,7 @@ class _Take:
     instrumental: np.ndarray | None = None
     band: dict[str, np.ndarray] | None = None
     fidelity: Fidelity | None = None
+    moved: dict | None = None  # how far beat-sync moved it (moved_by)
 
 
 ProgressCallback = generation.ProgressCallback
@@ -147,7 +149,7 @@ class Remixer:
             components.append(mbd.COMPONENT)
         weights.ensure(components, weights_dir, offline=offline)
         for version in versions:
-            (path,) = weights.paths_of(musicgen.component_for(version), weights_dir, offline)
+            path = weights.paths_of(musicgen.component_for(version), weights_dir, offline)[0]
             conversion.convert_checkpoint(path)
 
     def log_setup(self) -> None:
@@ -156,13 +158,15 @@ class Remixer:
         log.info("setup:\n%s\n  %-32s %7.1f s", rows, "total", sum(self.setup_timings.values()))
 
     def load_version(self, version: str) -> models.ChordModel:
-        """The MusicGen-Chord model of a model_version, loaded (and timed) on first use."""
+        """The model of a model_version (MusicGen-Chord or MusiConGen), loaded (and timed) on first use."""
         component = musicgen.component_for(version)
-        (file,) = weights.files_of([component])
-        path = self.weights_dir / file.name
-        if weights.missing([file], self.weights_dir):
+        files = weights.files_of([component])  # the model file first; MusiConGen adds its codec pointer
+        path = self.weights_dir / files[0].name
+        if weights.missing(files, self.weights_dir):
             with _stage(f"download {version}", self.setup_timings, quiet=True):
                 self._paths(component)
+        if len(files) > 1:
+            models.check_codec_pointer(self.weights_dir / files[1].name)
         # Timed only when it loads: a cached model costs nothing and adds no setup row.
         loading = (path, self.device) not in self.musicgen
         with _stage(f"MusicGen-Chord {version}", self.setup_timings if loading else {}, quiet=True):
@@ -259,8 +263,9 @@ class Remixer:
     def _generate_takes(self, request: RemixRequest, song: Song, timings: dict[str, float],
                         progress: ProgressCallback | None) -> tuple[models.ChordModel, list[_Take]]:
         """The model version loaded, the memory checked, all takes decoded in one batch."""
-        with _stage("chroma", timings):
-            chroma = chords.segments_to_chroma(song.chords, song.duration, request.chroma_coefficient)
+        plays_on_beats = request.model_version in musicgen.BEAT_VERSIONS
+        with _stage("conditions" if plays_on_beats else "chroma", timings):
+            condition = song_condition(request, song)
         with _stage("load model", timings):
             model = self.load_version(request.model_version)
             if request.multi_band_diffusion:
@@ -269,9 +274,9 @@ class Remixer:
         sampling = generation.Sampling(request.top_k, request.top_p, request.temperature,
                                        request.classifier_free_guidance)
         with _stage("generate", timings):
-            generated = generation.generate_takes(model, request.prompt, chroma, song.duration, sampling,
-                                                  seed=request.seed, bpm=song.rhythm.bpm, progress=progress,
-                                                  takes=request.takes)
+            generated = generation.generate_takes(model, request.prompt, condition, song.duration, sampling,
+                                                  seed=request.seed, bpm=prompt_bpm(request, song),
+                                                  progress=progress, takes=request.takes)
         return model, [_Take(index, result) for index, result in enumerate(generated, start=1)]
 
     # -- each take's finishing: MBD, beat-sync, fidelity ---------------------------------------------------
@@ -287,6 +292,7 @@ class Remixer:
             synced = self._beat_sync(take.instrumental, song.rhythm, request.beat_sync_threshold,
                                      request.return_stems)
             take.instrumental, take.band = synced.instrumental, synced.band
+            take.moved = moved_by(synced.plan)
         with _stage("fidelity", timings):
             take.fidelity = self._fidelity(synced, song, request.large_chord_voca)
         log.info("fidelity%s: %s", f" of take {take.index}" if request.takes > 1 else "", take.fidelity.summary())
@@ -370,10 +376,11 @@ class Remixer:
             beats=[offset + t for t in found.beats], downbeats=[offset + t for t in found.downbeats],
             sections=[replace(s, start=offset + s.start, end=offset + s.end) for s in found.sections],
             chords=[replace(c, start=offset + c.start, end=offset + c.end) for c in song.chords],
-            chords_given=bool(request.chords), prompt_sent=generation.build_prompt(request.prompt, found.bpm),
+            chords_given=bool(request.chords),
+            prompt_sent=generation.build_prompt(request.prompt, prompt_bpm(request, song)),
             model_version=request.model_version, seed=chosen.generated.seed, timings=dict(timings),
             fidelity=chosen.fidelity.as_dict(), key_tempo=song.change.as_dict(),
-            takes=[report.as_dict() for report in take_reports(ranked)],
+            takes=[report.as_dict() for report in take_reports(ranked)], beat_sync=chosen.moved,
         )
 
 
@@ -406,6 +413,36 @@ class _Synced:
     rhythm: rhythm.Rhythm | None  # the new music's rhythm; None when the song has no beat to compare it with
 
 
+def song_condition(request: RemixRequest, song: Song) -> np.ndarray | conditions.SongFrames:
+    """What the band is conditioned on: the chord models' chroma x chroma_coefficient, or MusiConGen's chord
+    and beat frames from the song's own chords and beat times (which it cannot do without: GenerationError)."""
+    if request.model_version not in musicgen.BEAT_VERSIONS:
+        return chords.segments_to_chroma(song.chords, song.duration, request.chroma_coefficient)
+    if not song.rhythm.beats:
+        chord_versions = ", ".join(musicgen.CHORD_VERSIONS)
+        raise musicgen.GenerationError(
+            f"{request.model_version} plays on the song's own beats, but no beat was found in "
+            f"{Path(str(request.music_input)).name!r}: remix this song with a chord model_version "
+            f"({chord_versions}), which need only its chords")
+    return conditions.song_frames(song.chords, song.rhythm.beats, song.rhythm.downbeats, song.duration)
+
+
+def prompt_bpm(request: RemixRequest, song: Song) -> float | None:
+    """The bpm the prompt carries: the chord models read the song's tempo in their text (", bpm : N");
+    MusiConGen hears the beats themselves and was given the description alone."""
+    return None if request.model_version in musicgen.BEAT_VERSIONS else song.rhythm.bpm
+
+
+def moved_by(plan: beatsync.SyncPlan | None) -> dict:
+    """How far beat-sync moved a take's downbeats onto the song's (seconds): little for music that was
+    generated on the song's beats."""
+    if plan is None:
+        return {"anchors": 0, "max_shift_s": 0.0, "median_shift_s": 0.0}
+    shifts = np.abs(plan.anchors[1] - plan.anchors[0])
+    return {"anchors": int(shifts.size), "max_shift_s": round(float(shifts.max()), 4),
+            "median_shift_s": round(float(np.median(shifts)), 4)}
+
+
 def rank_takes(takes: list[_Take]) -> list[_Take]:
     """Best fidelity score first; equal scores keep decode order (one take: itself)."""
     ranked = sorted(takes, key=lambda t: -t.fidelity.score)
@@ -416,6 +453,7 @@ def rank_takes(takes: list[_Take]) -> list[_Take]:
 
 
 def take_reports(ranked: list[_Take]) -> list[TakeReport]:
+    """What each ranked take reports, best first."""
     return [TakeReport(t.index, rank, t.generated.seed, t.fidelity) for rank, t in enumerate(ranked, 1)]
 
 

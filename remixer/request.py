@@ -47,7 +47,9 @@ class InputSpec:
 INPUTS: tuple[InputSpec, ...] = (
     InputSpec("model_version", str, "stereo-chord",
               "MusicGen-Chord model. Stereo models give stereo output; large models are slower "
-              "(stereo-chord and chord are 1.5 B parameters, the large ones 3.3 B).", choices=MODEL_VERSIONS),
+              "(stereo-chord and chord are 1.5 B parameters, the large ones 3.3 B). musicongen (MusiConGen, "
+              "mono, 1.5 B) plays on the song's own beats and chords, for a song whose beat is found.",
+              choices=MODEL_VERSIONS),
     InputSpec("prompt", str, None, "The style to remix the song in, e.g. 'bossa nova with nylon guitar'.",
               required=True),
     InputSpec("music_input", Path, None,
@@ -65,7 +67,8 @@ INPUTS: tuple[InputSpec, ...] = (
     InputSpec("large_chord_voca", bool, True,
               "Recognise 7ths, diminished, augmented and suspended chords (170 classes) instead of major/minor "
               "only (25 classes)."),
-    InputSpec("chroma_coefficient", float, 1.0, "How strongly the song's chords steer the new music.",
+    InputSpec("chroma_coefficient", float, 1.0, "How strongly the song's chords steer the new music (the chord "
+              "models' chroma; musicongen hears the chords as it was trained to).",
               ge=COEFFICIENT_RANGE[0], le=COEFFICIENT_RANGE[1]),
     InputSpec("top_k", int, _SAMPLING.top_k, "Sample from the k most likely tokens (0: no limit).", ge=0),
     InputSpec("top_p", float, _SAMPLING.top_p, "Nucleus sampling: sample from the most likely tokens covering "

@@ -42,6 +42,7 @@ class Stems(Mapping):
 
     @property
     def vocals(self) -> np.ndarray:
+        """(2, samples) float32 at 44.1 kHz."""
         return self._stems["vocals"]
 
     @property
@@ -67,6 +68,8 @@ class Separator:
         self.runs = 0
 
     def separate(self, samples: np.ndarray, sample_rate: int, progress: bool = False) -> Stems:
+        """demucs (htdemucs) stems of `samples` ((channels, n) or (n,) at `sample_rate`): a Stems of
+        drums, bass, other, vocals, each (2, n') float32 at 44.1 kHz (SAMPLE_RATE), n' = the song's length there."""
         from demucs_infer.apply import apply_model
 
         start = time.perf_counter()

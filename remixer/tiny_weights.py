@@ -36,6 +36,7 @@ def _writer(spec: str) -> Callable[[Path, int], list[Path]]:
 
 
 def write_all(directory: str | Path, seed: int = 0, components: list[str] | None = None) -> list[Path]:
+    """Small random checkpoints of every component, in the real formats, into `directory`."""
     root = Path(directory)
     root.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -46,6 +47,7 @@ def write_all(directory: str | Path, seed: int = 0, components: list[str] | None
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m remixer.tiny_weights DIR`: write them and print where."""
     parser = argparse.ArgumentParser(prog="python -m remixer.tiny_weights", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("directory")

@@ -65,6 +65,10 @@ MANIFEST: tuple[WeightFile, ...] = (
                    f"{_REPLICATE}/musicgen-{version}.th", CC_BY_NC)
         for version in ("chord", "chord-large", "stereo-chord", "stereo-chord-large")
     ),
+    # MusiConGen (fine-tuned from MusicGen-Melody, so CC-BY-NC like it; its code is MIT): the LM as its export
+    # writes it, and a pointer to EnCodec 32 kHz (the "encodec" component below), read only to check that.
+    _hf("musicongen", "Cyan0731/MusiConGen", "state_dict.bin", CC_BY_NC),
+    _hf("musicongen", "Cyan0731/MusiConGen", "compression_state_dict.bin", CC_BY_NC),
     _hf("encodec", "facebook/encodec_32khz", "config.json", CC_BY_NC),
     _hf("encodec", "facebook/encodec_32khz", "model.safetensors", CC_BY_NC),
     _hf("t5", "google-t5/t5-base", "config.json", APACHE),
@@ -94,10 +98,12 @@ def weights_dir(directory: str | os.PathLike | None = None) -> Path:
 
 
 def offline_mode() -> bool:
+    """Whether downloads are off: the argument if given, else REMIXER_OFFLINE / HF_HUB_OFFLINE."""
     return os.environ.get("REMIXER_OFFLINE", "").lower() in {"1", "true", "yes"}
 
 
 def files_of(components: Iterable[str]) -> list[WeightFile]:
+    """The manifest's files of these components."""
     wanted = list(components)
     unknown = sorted(set(wanted) - set(COMPONENTS))
     if unknown:
@@ -106,6 +112,7 @@ def files_of(components: Iterable[str]) -> list[WeightFile]:
 
 
 def missing(files: Iterable[WeightFile], directory: str | os.PathLike | None = None) -> list[WeightFile]:
+    """Those of `files` not (completely) in `root`."""
     root = weights_dir(directory)
     return [f for f in files if not (root / f.name).is_file()]
 
@@ -169,6 +176,7 @@ def fetch_all(files: list[WeightFile], directory: str | os.PathLike | None = Non
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m remixer.weights`: fetch every file (or those of --only) and report."""
     parser = argparse.ArgumentParser(prog="python -m remixer.weights", description=__doc__)
     parser.add_argument("action", choices=["list", "download"])
     parser.add_argument("components", nargs="*", help=f"default: all ({', '.join(COMPONENTS)})")

@@ -99,6 +99,12 @@ def tiny_remixer(tiny_weights):
 
 
 @pytest.fixture(scope="session")
+def remixer(tiny_remixer):
+    """The shared tiny-weight Remixer under the name the pipeline and wiring tests use."""
+    return tiny_remixer
+
+
+@pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory) -> Path:
     """Small random checkpoints of every landed component, in the real formats."""
     from remixer.tiny_weights import write_all

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 import btc
 from btc import ChordSegment
-from remixer.chords import ChordError, chord_to_pitch_classes, segments_to_chroma, window_chroma
+from remixer.chords import (
+    ChordError,
+    chord_to_pitch_classes,
+    segments_to_chroma,
+    window_chroma,
+)
+from remixer.request import RemixRequest, RequestError
 from tests.conftest import SHARED
 
 NOTE = {"C": 0, "C#": 1, "D": 2, "D#": 3, "E": 4, "F": 5, "F#": 6, "G": 7, "G#": 8, "A": 9, "A#": 10, "B": 11}
@@ -106,9 +114,9 @@ def test_coefficient_scales_the_chroma():
         scaled = segments_to_chroma(segments, 5, coefficient)
         assert np.array_equal(scaled, base * coefficient)
         assert np.allclose(np.unique(scaled), [0.0, coefficient])
-    for bad in (0.49, 2.01):
-        with pytest.raises(ChordError, match="between 0.5 and 2.0"):
-            segments_to_chroma(segments, 5, bad)
+    for bad in (0.49, 2.01):  # refused once, by the request (the stage trusts it)
+        with pytest.raises(RequestError, match=f"chroma_coefficient must be {'>= 0.5' if bad < 1 else '<= 2.0'}"):
+            RemixRequest(prompt="x", music_input=Path(__file__), chroma_coefficient=bad)
 
 
 def test_window_chroma_slices_the_song_once_recognised():

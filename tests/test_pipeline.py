@@ -17,11 +17,6 @@ SR = 44100
 
 
 @pytest.fixture(scope="module")
-def remixer(tiny_remixer):
-    return tiny_remixer
-
-
-@pytest.fixture(scope="module")
 def song(tmp_path_factory):
     return write_song(tmp_path_factory.mktemp("song") / "song.flac", 5.0)
 

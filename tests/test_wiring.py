@@ -18,7 +18,7 @@ import soundfile as sf
 import torch
 
 from btc import ChordSegment
-from remixer import beatsync, chords, generation, mix, rhythm, separation
+from remixer import beatsync, chords, fidelity, generation, mix, rhythm, separation
 from remixer.request import RemixRequest
 from tests.conftest import dominant_frequency, tone, write_song
 
@@ -27,11 +27,6 @@ SECONDS = 8.0
 SONG_DOWNBEATS = [0.5, 2.5, 4.5, 6.5]  # 120 bpm, 4/4
 GENERATED_DOWNBEATS = [0.4, 2.3, 4.2, 6.1]  # the new band 5% fast, a little early
 KNOWN_CHORDS = [ChordSegment(0.0, 3.0, "D:min7"), ChordSegment(3.0, 5.5, "G:7"), ChordSegment(5.5, SECONDS, "C:maj7")]
-
-
-@pytest.fixture(scope="module")
-def remixer(tiny_remixer):
-    return tiny_remixer
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +108,8 @@ def test_wiring_beat_sync_gets_both_downbeat_lists_in_order_and_lands_clicks_on_
     ((audio_in, rate, generated_downbeats, target_downbeats), kwargs), = sync.calls
     assert rate == generation.SAMPLE_RATE
     assert list(generated_downbeats) == GENERATED_DOWNBEATS and list(target_downbeats) == SONG_DOWNBEATS
-    assert kwargs == {"threshold": 0.45, "bpm": 120.0}  # the request's threshold, the song's tempo
+    # the request's threshold, the song's tempo; the whole instrumental searched (no band parts stacked)
+    assert kwargs == {"threshold": 0.45, "bpm": 120.0, "search_channels": None}
     # On the output: every click now sits on one of the song's downbeats.
     instrumental, rate = sf.read(result.instrumental, dtype="float32", always_2d=True)
     clicks = _click_times(instrumental.T, rate)
@@ -463,3 +459,78 @@ def test_wiring_drums_and_bass_are_the_new_musics_stems_carried_through_beat_syn
     bass_clicks = _click_times(bass.T, rate)
     assert len(bass_clicks) == len(SONG_DOWNBEATS)
     assert np.max(np.abs(np.array(bass_clicks[:-1]) - expected_bass)) < 0.003, bass_clicks
+
+
+# --- tests that catch III: what the mix receives, and what the fidelity numbers mean -------------------------
+
+MIX_SECONDS = 4.0
+
+
+def test_wiring_the_remix_is_the_new_band_plus_the_songs_own_vocals(remixer, tmp_path, monkeypatch):
+    """Fixed: the song's separation (known vocals: a 660 Hz tone, nothing else) and the generated music (a
+    220 Hz band). Real: everything else (no beat is found, so nothing is stretched). The remix must be the
+    product's mix of exactly those two: the band at half scale, the vocals at a quarter, summed, peak-scaled,
+    then -1 dBFS peak (computed here from the rule, not by the product's code)."""
+    vocals = np.repeat(tone(660.0, MIX_SECONDS, SR, channels=1), 2, axis=0) * np.float32(0.6)  # both sides
+    band = tone(220.0, MIX_SECONDS, 32000, channels=1).astype(np.float32) * np.float32(0.8)
+    real_separate = remixer.separator.separate
+    separated = []
+
+    def separate(samples, rate, *args, **kwargs):
+        separated.append(rate)
+        if len(separated) > 1:  # the new music: separated for real
+            return real_separate(samples, rate, *args, **kwargs)
+        silent = np.zeros_like(vocals)
+        return separation.Stems({"drums": silent, "bass": silent, "other": silent, "vocals": vocals})
+
+    monkeypatch.setattr(remixer.separator, "separate", separate)
+    monkeypatch.setattr(generation, "generate_takes", lambda *a, **k: [generation.Generated(
+        torch.zeros((4, int(MIX_SECONDS * 50)), dtype=torch.long), band, 32000, k["seed"])])
+    song = write_song(tmp_path / "song.wav", MIX_SECONDS)
+    request = RemixRequest.from_inputs(prompt="x", music_input=song, model_version="chord", seed=3,
+                                       normalization_strategy="peak")
+    result = remixer.remix(request, tmp_path / "out")
+    remix, rate = sf.read(result.remix, dtype="float64", always_2d=True)
+    assert rate == 32000 and remix.shape == (int(MIX_SECONDS * 32000), 1)
+
+    import soxr
+    sung = soxr.resample(vocals.T.astype(np.float64), SR, 32000).T.mean(axis=0, keepdims=True)
+    summed = 0.5 * band / np.abs(band).max() + 0.25 * sung / np.abs(sung).max()
+    expected = summed / np.abs(summed).max() * 10 ** (-1 / 20)
+    # Tolerance: 16-bit output (half a step, 1.5e-5) and the resampler's edges; a wrong second signal (the
+    # band twice, no vocals) or a wrong level is off by 0.1 or more.
+    difference = np.abs(remix.T - expected)
+    assert difference[:, 1000:-1000].max() < 2e-3, difference.max()
+    assert dominant_frequency(remix[:, 0], 32000) == pytest.approx(220, abs=3)  # the band leads, as mixed
+
+
+# The song's chords (sevenths) and the new music's (their triads, 0.5 s late on its own timeline: its
+# downbeats are the song's + 0.5 s, so beat-sync's time map moves it back by 0.5 s).
+FIDELITY_SONG_DOWNBEATS = [0.5, 2.5, 4.5, 6.5]
+FIDELITY_NEW_DOWNBEATS = [1.0, 3.0, 5.0, 7.0]
+FIDELITY_SONG_CHORDS = [ChordSegment(0.0, 2.5, "C:maj7"), ChordSegment(2.5, 4.5, "A:min7"),
+                        ChordSegment(4.5, 6.5, "F:maj7"), ChordSegment(6.5, 8.0, "G:7")]
+FIDELITY_NEW_CHORDS = [ChordSegment(0.0, 3.0, "C"), ChordSegment(3.0, 5.0, "A:min"),
+                       ChordSegment(5.0, 7.0, "F"), ChordSegment(7.0, 8.0, "G")]
+
+
+def test_wiring_fidelity_compares_chords_through_the_time_map_and_names_each_number(
+        remixer, song, tmp_path, monkeypatch):
+    """Fixed: the rhythm stage (the song's downbeats, then the new music's, 0.5 s later) and the chord
+    recognizer (the song's sevenths, then the new music's triads, 0.5 s late). Real: everything else.
+
+    Through the time map the triads line up with the song's chords except the last 0.5 s (nothing is mapped
+    there): majmin 7.5 / 8 = 0.9375. Without the map they are 0.5 s late at three changes: 6.5 / 8. Tetrads
+    tell triads from sevenths: 0.0 either way, so majmin and tetrads cannot pass for each other."""
+    monkeypatch.setattr(remixer.analyzer, "analyze", Spy(remixer.analyzer.analyze, _known_rhythm(
+        FIDELITY_SONG_DOWNBEATS, FIDELITY_NEW_DOWNBEATS)))
+    answers = iter([FIDELITY_SONG_CHORDS, FIDELITY_NEW_CHORDS])
+    monkeypatch.setattr(remixer.recognizers[True], "recognize", lambda *_: list(next(answers)))
+    request = RemixRequest.from_inputs(prompt="x", music_input=song, model_version="chord", seed=1,
+                                       return_analysis=True)
+    result = remixer.remix(request, tmp_path)
+    report = json.loads(result.analysis_json.read_text())["fidelity"]
+    assert report["chord_majmin"] == pytest.approx(7.5 / 8) and report["chord_tetrads"] == 0.0
+    assert result.fidelity.chord_majmin == pytest.approx(0.9375) and result.fidelity.chord_tetrads == 0.0
+    unmapped = fidelity.chord_scores(FIDELITY_SONG_CHORDS, FIDELITY_NEW_CHORDS, SECONDS)
+    assert unmapped == (pytest.approx(6.5 / 8), 0.0)  # what a take compared on its own timeline would get

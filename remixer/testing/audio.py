@@ -17,6 +17,7 @@ def tone(freq: float = 440.0, seconds: float = 2.0, sample_rate: int = 44100, ch
 
 
 def dominant_frequency(samples: np.ndarray, sample_rate: int) -> float:
+    """The strongest frequency of (n,) or (channels, n) audio, Hz (FFT peak)."""
     mono = samples.mean(axis=0) if samples.ndim == 2 else samples
     spectrum = np.abs(np.fft.rfft(mono * np.hanning(mono.size)))
     return float(np.fft.rfftfreq(mono.size, 1 / sample_rate)[spectrum.argmax()])

@@ -45,6 +45,7 @@ def warped(generated: np.ndarray, tempo: float, drift: float, offset: float) -> 
 
 
 def bass_purity(audio: np.ndarray) -> float:
+    """The bass part's energy near its fundamental over its whole energy (0..1)."""
     mono = audio[0, SR:-SR]
     power = np.abs(np.fft.rfft(mono * np.hanning(mono.size))) ** 2
     freqs = np.fft.rfftfreq(mono.size, 1 / SR)
@@ -78,6 +79,7 @@ def attacks(audio: np.ndarray) -> np.ndarray:
 
 
 def signed_errors(audio: np.ndarray, expected: np.ndarray, window: float = 0.03) -> np.ndarray:
+    """For each expected onset, the nearest found one minus it, seconds."""
     found = attacks(audio)
     errors = []
     for t in expected:
@@ -87,6 +89,7 @@ def signed_errors(audio: np.ndarray, expected: np.ndarray, window: float = 0.03)
 
 
 def groove_scenario(tempo: float, drift: float, seconds: float = 60.0):
+    """A song with known downbeats and a band that drifts from them (seconds, audio)."""
     generated = np.arange(0.5, seconds - 2.5, BAR)
     targets = warped(generated, tempo, drift, 0.25)
     keep = targets < seconds - 0.3

@@ -115,10 +115,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     time.sleep(wait)
 
     def log_message(self, *args):
+        """Quiet: the tests read the behaviour, not the log."""
         pass
 
 
 def handler_for(behaviour: Behaviour) -> type[_Handler]:
+    """A request handler class bound to `behaviour`."""
     return type("Handler", (_Handler,), {"behaviour": behaviour})
 
 
@@ -131,5 +133,6 @@ class FileServer:
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
 
     def close(self) -> None:
+        """Stop serving and release the port."""
         self.httpd.shutdown()
         self.httpd.server_close()

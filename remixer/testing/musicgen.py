@@ -8,9 +8,11 @@ from pathlib import Path
 import torch
 
 from remixer import weights
-from remixer.musicgen import CARD, MODEL_VERSIONS, SAMPLE_RATE, component_for, lm_shape
+from remixer.musicgen import CARD, CHORD_VERSIONS, SAMPLE_RATE, component_for, lm_shape
 
 TINY_LM = {"dim": 32, "num_heads": 2, "num_layers": 2, "hidden_scale": 4}
+# Five layers: MusiConGen's in-attention reaches layer 4 (idx % 4 == 0, 0 < idx < 36).
+TINY_MUSICONGEN = {"dim": 32, "num_heads": 2, "num_layers": 5, "hidden_scale": 4}
 
 
 def xp_cfg(version: str, dim: int, num_heads: int, num_layers: int, hidden_scale: float = 4) -> dict:
@@ -39,6 +41,20 @@ def xp_cfg(version: str, dim: int, num_heads: int, num_layers: int, hidden_scale
     }
 
 
+def musicongen_cfg(dim: int, num_heads: int, num_layers: int, hidden_scale: float = 4) -> dict:
+    """MusiConGen's xp.cfg (the parts the product reads): a mono MusicGen LM with its chord2music_inattn
+    conditioner config (chord and beat summed and, with the description, prepended; in-attention on)."""
+    cfg = xp_cfg("chord", dim, num_heads, num_layers, hidden_scale)
+    cfg.pop("interleave_stereo_codebooks")
+    cfg["conditioners"] = {"description": {"model": "t5", "t5": {"name": "t5-base", "finetune": False}},
+                           "chord": {"model": "chord", "chord": {"name": "chord"}},
+                           "beat": {"model": "beat", "beat": {"name": "beat"}}}
+    cfg["fuser"] = {"cross_attention_pos_emb": False, "cross_attention_pos_emb_scale": 1, "in_attn": True,
+                    "sum": ["chord", "beat"], "prepend": ["chord", "description"], "cross": [],
+                    "input_interpolate": []}
+    return cfg
+
+
 def random_lm_state(cfg: dict, text_dim: int = 768, seed: int = 0) -> dict[str, torch.Tensor]:
     """A random audiocraft LM state dict with the published key names and shapes."""
     generator = torch.Generator().manual_seed(seed)
@@ -52,8 +68,12 @@ def random_lm_state(cfg: dict, text_dim: int = 768, seed: int = 0) -> dict[str, 
     prefix = "condition_provider.conditioners"
     state[f"{prefix}.description.output_proj.weight"] = rand(dim, text_dim)
     state[f"{prefix}.description.output_proj.bias"] = rand(dim)
-    state[f"{prefix}.self_wav.output_proj.weight"] = rand(dim, 12)
-    state[f"{prefix}.self_wav.output_proj.bias"] = rand(dim)
+    chords = "chord" if "chord" in cfg["conditioners"] else "self_wav"  # MusiConGen's, or the chroma's
+    state[f"{prefix}.{chords}.output_proj.weight"] = rand(dim, 12)
+    state[f"{prefix}.{chords}.output_proj.bias"] = rand(dim)
+    if "beat" in cfg["conditioners"]:
+        state[f"{prefix}.beat.output_proj.weight"] = rand(dim, 1)
+        state[f"{prefix}.beat.output_proj.bias"] = rand(dim)
     for k in range(shape["n_q"]):
         state[f"emb.{k}.weight"] = rand(shape["card"] + 1, dim, scale=1.0)
     for i in range(shape["layers"]):
@@ -145,11 +165,29 @@ def save_published_layout(path: Path, cfg: dict, lm_state: dict[str, torch.Tenso
     return path
 
 
+def save_export_layout(model_path: Path, pointer_path: Path, cfg: dict,
+                       lm_state: dict[str, torch.Tensor]) -> list[Path]:
+    """MusiConGen's published pair as its export writes them: state_dict.bin {'best_state', 'xp.cfg' (YAML
+    text), 'version', 'exported'} and compression_state_dict.bin, a pointer to EnCodec 32 kHz."""
+    from omegaconf import OmegaConf
+
+    torch.save({"best_state": lm_state, "xp.cfg": OmegaConf.to_yaml(OmegaConf.create(cfg)), "version": "1.0.0",
+                "exported": True}, model_path)
+    torch.save({"pretrained": "facebook/encodec_32khz", "exported": True, "version": "1.0.0"}, pointer_path)
+    return [model_path, pointer_path]
+
+
 def write_random_checkpoints(directory: str | Path, seed: int = 0) -> list[Path]:
-    """Tiny musicgen-*.th files (all four versions) plus tiny T5 and EnCodec, in the real formats."""
+    """Tiny musicgen-*.th files (the four chord versions), a tiny MusiConGen pair, and tiny T5 and EnCodec,
+    in the real formats."""
     root = Path(directory)
     written = write_random_t5(root / "t5", seed) + write_random_encodec(root / "encodec", seed)
-    for index, version in enumerate(MODEL_VERSIONS):
+    model_file, pointer_file = weights.files_of([component_for("musicongen")])
+    (root / model_file.name).parent.mkdir(parents=True, exist_ok=True)
+    cfg = musicongen_cfg(**TINY_MUSICONGEN)
+    written += save_export_layout(root / model_file.name, root / pointer_file.name, cfg,
+                                  random_lm_state(cfg, seed=seed + len(CHORD_VERSIONS)))
+    for index, version in enumerate(CHORD_VERSIONS):
         cfg = xp_cfg(version, **TINY_LM)
         (file,) = weights.files_of([component_for(version)])
         path = root / file.name

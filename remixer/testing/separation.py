@@ -47,6 +47,7 @@ def build_htdemucs(full_size: bool = False) -> torch.nn.Module:
 
 
 def write_random_checkpoint(directory: str | Path, seed: int = 0, full_size: bool = False) -> list[Path]:
+    """A random htdemucs in demucs' own checkpoint format (klass, args, kwargs, state)."""
     torch.manual_seed(seed)
     (file,) = weights.files_of([COMPONENT])
     return [write_checkpoint(Path(directory) / file.name, build_htdemucs(full_size))]

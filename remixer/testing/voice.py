@@ -59,6 +59,7 @@ def median_f0(audio: np.ndarray, rate: int = RATE, low: float = 60.0, high: floa
 
 
 def cents(measured: float, expected: float) -> float:
+    """The interval from `reference` to `frequency`, in cents."""
     return float(1200.0 * np.log2(measured / expected))
 
 
