@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from remixer.cli import add_setup_flags, setup_logging
+from remixer.options import add_setup_flags, setup_logging
 from remixer.errors import RemixerError
 from remixer.request import INPUTS, SPECS, UNSET, InputSpec, RemixRequest
 

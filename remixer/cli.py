@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import shutil
 import sys
 from pathlib import Path
 
+from remixer.options import add_setup_flags, setup_logging
 from remixer.request import INPUTS, RemixRequest, RequestError
 
 
@@ -44,21 +44,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_setup_flags(parser: argparse.ArgumentParser, device: bool = True,
-                    weights_help: str = "missing files are downloaded") -> None:
-    """--weights-dir, --device and --offline: where the models come from and run (remix, batch, app)."""
-    parser.add_argument("--weights-dir", default=None, help="model weights folder (default $REMIXER_WEIGHTS_DIR "
-                        f"or ./weights; {weights_help})")
-    if device:
-        parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
-    parser.add_argument("--offline", action="store_true", help="never download weights")
-
-
-def setup_logging(level: int = logging.INFO) -> None:
-    """Our own lines on stderr, one per stage (transformers' loading bars are off: remixer.models)."""
-    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
-
-
 def main(argv: list[str] | None = None) -> int:
     """`musicgen-remix`: 0 done, 1 a remix error (one line), 2 bad inputs; `batch` and `app` have their own."""
     argv = sys.argv[1:] if argv is None else argv
@@ -82,15 +67,19 @@ def main(argv: list[str] | None = None) -> int:
 
     song = Path(request.music_input)
     output = args.output or Path.cwd() / f"{song.stem}.remix.{request.output_format}"
+    work = output.parent / f".{output.name}.work"
     try:
         remixer = Remixer(args.weights_dir, args.device, offline=args.offline or None)
         remixer.log_setup()
         with _ProgressBar() as bar:
-            result = remixer.remix(request, output.parent / f".{output.name}.work", progress=bar.update)
+            result = remixer.remix(request, work, progress=bar.update)
     except RemixerError as error:  # every user-facing error: the message, not a traceback
+        shutil.rmtree(work, ignore_errors=True)
         print(f"musicgen-remix: {error}", file=sys.stderr)
         return 1
-    work = result.remix.parent
+    except BaseException:  # Ctrl-C, or a bug: nothing of this request stays beside the song
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     shutil.move(str(result.remix), output)
     print(f"remix: {output}")
     labels = {"analysis_json": "analysis", "analysis_png": "analysis picture"}

@@ -123,6 +123,18 @@ def test_progress_bar_closes_when_the_last_token_is_generated(capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_cli_musicongen_on_a_song_without_a_beat_names_the_versions_that_can(tiny_weights, tmp_path):
+    """End to end on the tiny weights: random All-In-One finds no beat, which MusiConGen needs."""
+    song = tmp_path / "song.wav"
+    sf.write(song, tone(220, 1.5, 44100).T, 44100)
+    done = _cli(str(song), "--prompt", "x", "--model-version", "musicongen", "--output", str(tmp_path / "out.wav"),
+                env={"REMIXER_WEIGHTS_DIR": str(tiny_weights)})
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert "musicongen plays on the song's own beats, but no beat was found in 'song.wav': remix this song with " \
+           "a chord model_version (stereo-chord, stereo-chord-large, chord, chord-large)" in done.stderr
+    assert not (tmp_path / "out.wav").exists() and not list(tmp_path.glob(".out.wav.work*"))
+
+
 def test_cli_takes_write_beside_the_remix_and_the_summary_ranks_them(tiny_weights, tmp_path):
     song = tmp_path / "song.wav"
     sf.write(song, tone(220, 1.5, 44100).T, 44100)
@@ -133,7 +145,7 @@ def test_cli_takes_write_beside_the_remix_and_the_summary_ranks_them(tiny_weight
     assert sorted(p.name for p in tmp_path.glob("mine*")) == ["mine.take2.wav", "mine.take3.wav", "mine.wav"]
     assert "takes (best first): take " in done.stdout and "(returned)" in done.stdout
     assert "fidelity: chord_majmin" in done.stdout
-    assert "not measured: no downbeats were found in the song" in done.stdout
+    assert "not measured: no beats were found in the song" in done.stdout
     bad = _cli(str(song), "--prompt", "x", "--takes", "5", env={"REMIXER_WEIGHTS_DIR": str(tiny_weights)})
     assert bad.returncode == 2 and "takes must be <= 4, got 5" in bad.stderr
 

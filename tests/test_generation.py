@@ -114,9 +114,9 @@ def windows_seen(monkeypatch):
     seen = []
     original = decoding.WindowDecoder.decode
 
-    def spy(self, prefix, plan, settings, generator, progress=None):
-        seen.append({"prefix": prefix, "plan": plan, "settings": settings})
-        return original(self, prefix, plan, settings, generator, progress)
+    def spy(self, prefix, plan, settings, generator, progress=None, steps=None):
+        seen.append({"prefix": prefix, "plan": plan, "settings": settings, "steps": steps})
+        return original(self, prefix, plan, settings, generator, progress, steps)
 
     monkeypatch.setattr(decoding.WindowDecoder, "decode", spy)
     return seen

@@ -242,11 +242,17 @@ def test_validation_inside_predict_when_the_schema_allows_it(server):
 def test_bad_tempo_fails_clearly_and_the_next_request_works(server):
     """tempo 0 is refused before any work; tempo on a song without a beat (random All-In-One finds none) after
     the analysis, saying why; the server then serves the next request."""
-    for tempo, message in [(0, "tempo must be a positive bpm"), (300, "no beat was found in it: leave tempo unset")]:
+    cases = [({"tempo": 0}, "tempo must be a positive bpm"),
+             ({"tempo": 300}, "no beat was found in it: leave tempo unset"),
+             # MusiConGen plays on the song's beats: without one, the chord versions are the way out.
+             ({"model_version": "musicongen"}, "musicongen plays on the song's own beats, but no beat was found")]
+    for extra, message in cases:
         status, body = _request(f"{server['url']}/predictions", {"input": {
-            "prompt": "jazz", "music_input": _data_uri(_song_bytes(1.0)), "model_version": "chord", "tempo": tempo}})
+            "prompt": "jazz", "music_input": _data_uri(_song_bytes(1.0)), "model_version": "chord", **extra}})
         assert status == 200 and body["status"] == "failed" and message in body["error"], body.get("error")
         assert "Traceback" not in body["error"]
+    assert "remix this song with a chord model_version (stereo-chord, stereo-chord-large, chord, chord-large)" \
+        in body["error"]
     status, body = _request(f"{server['url']}/predictions", {"input": {
         "prompt": "jazz", "music_input": _data_uri(_song_bytes(1.0)), "model_version": "chord", "transpose": -3}})
     assert body["status"] == "succeeded", body.get("error")

@@ -19,8 +19,8 @@ def test_tiny_weights_cli_writes_loadable_checkpoints(tmp_path, monkeypatch):
     assert all((tmp_path / p).exists() for p in written)
     components = ["btc-large-voca", "btc-majmin", "htdemucs", "allin1", "t5", "encodec",
                   "musicgen-chord", "musicgen-chord-large", "musicgen-stereo-chord", "musicgen-stereo-chord-large",
-                  "mbd"]
-    assert len(written) == len(weights.files_of(components)) == 21
+                  "musicongen", "mbd"]
+    assert len(written) == len(weights.files_of(components)) == 23
     assert weights.ensure(components, tmp_path, offline=True) == tmp_path
 
     monkeypatch.setenv("REMIXER_OFFLINE", "1")
