@@ -38,7 +38,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     args = parser.parse_args()
     loaded = subprocess.run([sys.executable, "-c", CHECK], cwd=ROOT, capture_output=True, text=True, check=True)
-    print(f"\nmodel libraries loaded by --help: {loaded.stdout.strip()}; {args.runs} runs each, wall seconds")
+    libraries = loaded.stdout.strip().splitlines()[-1]
+    print(f"\nmodel libraries loaded by --help: {libraries}; {args.runs} runs each, wall seconds")
     print("| command | median | min | max |")
     print("|---|---|---|---|")
     for name, command in CASES.items():

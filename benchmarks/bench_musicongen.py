@@ -5,7 +5,7 @@
 
 MusiConGen's step adds the fed position's chord + beat embedding, read from a
 device buffer at the step's position, to the input and again before each
-in-attention layer (12 of 48 layers at full depth). Both models are random, in
+in-attention layer (8 of 48 layers at full depth: 4, 8, ..., 32). Both models are random, in
 the published layouts, converted by the product; both decode the same window
 (guidance 3, top-k 250) with the same eager loop; the steps are timed apart from
 the prefill, best of --repeats.
