@@ -283,4 +283,6 @@ def decode_bytes(model: ChordModel, takes: int, duration: float) -> int:
     value = torch.tensor([], dtype=model.decoder_for().dtype).element_size()
     cache = decoding.kv_cache_bytes(facts.layers, facts.hidden_size, rows, positions, value)
     step = rows * (facts.codebooks * CARD * 4 + facts.heads * positions * 4 * 2)
-    return cache + step
+    # MusiConGen's per-position condition buffer (remixer.decoding), in the decoder's precision.
+    conditions = rows * positions * facts.hidden_size * value if facts.plays_on_beats else 0
+    return cache + step + conditions
