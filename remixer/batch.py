@@ -31,6 +31,7 @@ from remixer import weights
 from remixer.errors import RemixerError
 from remixer.manifest import Row, read_manifest
 from remixer.pipeline import Remixer
+from remixer.request import RemixRequest
 
 log = logging.getLogger("remixer.batch")
 
@@ -147,14 +148,14 @@ class RemixWorker:
         """The worker's setup report: pid, host, setup seconds, and the setup error if any."""
         return {**self.stats, "error": self.error}
 
-    def remix(self, inputs: dict[str, Any], staging: str) -> dict[str, Any]:
-        """Remix one row's inputs into `staging`; a dict with status ok/failed, never an exception."""
-        from remixer.request import RemixRequest
-
+    def remix(self, request: RemixRequest, staging: str) -> dict[str, Any]:
+        """Remix one row's request into `staging`; a dict with status ok/failed, never an exception. The
+        request was checked once, when the manifest was read; Ray hands it over as it is (unpickling a
+        dataclass does not run its checks again)."""
         start = time.perf_counter()
         outcome: dict[str, Any] = {"worker": f"{self.stats['host']}:{self.stats['pid']}"}
         try:
-            result = self.remixer.remix(RemixRequest.from_inputs(**inputs), staging)
+            result = self.remixer.remix(request, staging)
         except RemixerError as error:
             outcome.update(status="failed", error=str(error))
         except Exception as error:  # a bug fails its row, never the batch; the traceback goes to Ray's log
@@ -395,7 +396,7 @@ def _drive(pool: _Pool, todo: list[Row], out: Path, ledger: Ledger, summary: Bat
                 row, attempt, death = queue.popleft()
                 actor = pool.idle.pop(0)
                 staging = partial / f"{row.id}.{attempt}"
-                running[actor.remix.remote(row.inputs(), str(staging))] = (actor, row, attempt, death)
+                running[actor.remix.remote(row.request, str(staging))] = (actor, row, attempt, death)
             waiting = [*pool.starting, *running]
             if not waiting:
                 raise BatchError("no worker is left to remix the remaining rows")

@@ -35,12 +35,6 @@ class Row:
     request: RemixRequest
     input_hash: str  # what makes two runs of this row the same work (inputs and the song file)
 
-    def inputs(self) -> dict[str, Any]:
-        """The request as plain JSON values, for a worker to rebuild with RemixRequest.from_inputs."""
-        values = asdict(self.request)
-        values["music_input"] = str(self.request.music_input)
-        return {name: value for name, value in values.items() if value is not None}
-
 
 def read_manifest(path: str | Path) -> list[Row]:
     """Every row of a CSV (.csv) or JSON Lines (.jsonl, .json) manifest, valid, or ManifestError."""
