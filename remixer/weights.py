@@ -98,7 +98,7 @@ def weights_dir(directory: str | os.PathLike | None = None) -> Path:
 
 
 def offline_mode() -> bool:
-    """Whether downloads are off: the argument if given, else REMIXER_OFFLINE / HF_HUB_OFFLINE."""
+    """Whether downloads are off for the whole process: REMIXER_OFFLINE=1 (true, yes)."""
     return os.environ.get("REMIXER_OFFLINE", "").lower() in {"1", "true", "yes"}
 
 
@@ -112,7 +112,7 @@ def files_of(components: Iterable[str]) -> list[WeightFile]:
 
 
 def missing(files: Iterable[WeightFile], directory: str | os.PathLike | None = None) -> list[WeightFile]:
-    """Those of `files` not (completely) in `root`."""
+    """Those of `files` not in the weights directory `directory` (a partial download counts as missing)."""
     root = weights_dir(directory)
     return [f for f in files if not (root / f.name).is_file()]
 
