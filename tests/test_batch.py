@@ -314,7 +314,11 @@ def test_batch_remixes_rows_on_two_workers_and_a_bad_song_fails_alone(local_ray,
 
 
 def _kill_remixing_workers(times: int, killed: list[int]) -> threading.Thread:
-    """SIGKILL the process of a Ray actor in the middle of RemixWorker.remix, `times` times."""
+    """SIGKILL the process of a Ray actor in the middle of RemixWorker.remix, `times` times. Only this test
+    run's actors (their environment holds this run's RAY_TMPDIR): another suite on the same machine has its
+    own (a run beside this one once lost its rows to these kills)."""
+    ours = f"RAY_TMPDIR={os.environ['RAY_TMPDIR']}".encode()
+
     def watch():
         deadline = time.monotonic() + 180
         while len(killed) < times and time.monotonic() < deadline:
@@ -323,9 +327,11 @@ def _kill_remixing_workers(times: int, killed: list[int]) -> threading.Thread:
                     continue
                 try:
                     title = (entry / "cmdline").read_bytes()
+                    mine = title.startswith(b"ray::RemixWorker.remix") and \
+                        ours in (entry / "environ").read_bytes().split(b"\0")
                 except OSError:
                     continue
-                if title.startswith(b"ray::RemixWorker.remix"):
+                if mine:
                     time.sleep(0.3)  # well inside the row
                     os.kill(int(entry.name), signal.SIGKILL)
                     killed.append(int(entry.name))
