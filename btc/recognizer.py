@@ -46,7 +46,8 @@ class ChordRecognizer:
         return self.model(windows).reshape(padded, -1).float().cpu().numpy()
 
     def recognize(self, audio: np.ndarray, sample_rate: int) -> list[ChordSegment]:
-        """Chord segments (start, end, label) covering the whole audio."""
+        """Chord segments (start, end, label; seconds) covering the whole audio: (n,) or (channels, n) float
+        at `sample_rate` (downmixed and resampled to 22050 Hz for the features)."""
         audio = np.asarray(audio, dtype=np.float32)
         duration = audio.shape[-1] / sample_rate
         features = extract_features(audio, sample_rate)

@@ -94,7 +94,9 @@ def load_audio(
 
 
 def decode(path: str | os.PathLike, max_duration: float | None = None) -> Audio:
-    """Decode an upload at its own sample rate, stereo at most."""
+    """Decode an upload: Audio (channels, samples) float32 at its own sample rate, 1 or 2 channels (more are
+    downmixed). Raises AudioError, naming the file, for a missing, empty, too large, too long, truncated or
+    unreadable one."""
     limit = MAX_DURATION_S if max_duration is None else max_duration
     file = _check_file(Path(path))
     if ffmpeg_available():

@@ -188,7 +188,9 @@ def sync_to_downbeats(
     stretcher: Stretcher | None = None,
     search_channels: int | None = None,
 ) -> np.ndarray:
-    """Time-warp `audio` (channels, n) so its downbeats land on `target_downbeats`.
+    """Time-warp `audio` (channels, n) at `sample_rate` so its downbeats (seconds) land on
+    `target_downbeats` (seconds). `search_channels`: the first channels (the mix) choose each window's shift
+    and the rest (stems stacked under it) follow it.
 
     Returns float32 of exactly the input's shape. Without usable downbeats the
     audio comes back unchanged. `stretcher`: how a bar is stretched (default
