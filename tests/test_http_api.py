@@ -143,7 +143,8 @@ def test_openapi_lists_every_input(server):
     assert sorted(props, key=lambda name: props[name]["x-order"]) == [spec.name for spec in INPUTS]
     assert props["chroma_coefficient"]["minimum"] == 0.5 and props["chroma_coefficient"]["maximum"] == 2.0
     assert props["top_k"]["default"] == 250 and props["classifier_free_guidance"]["default"] == 3
-    assert schemas["model_version"]["enum"] == ["stereo-chord", "stereo-chord-large", "chord", "chord-large"]
+    assert schemas["model_version"]["enum"] == ["stereo-chord", "stereo-chord-large", "chord", "chord-large",
+                                                "musicongen"]
     assert schemas["normalization_strategy"]["enum"] == ["loudness", "clip", "peak", "rms"]
     assert set(schemas["Input"]["required"]) == {"prompt", "music_input"}
     assert "default" not in props["seed"]
