@@ -27,9 +27,11 @@ from typing import Sequence
 
 import numpy as np
 
+from remixer import musicgen
 from remixer.chords import LABEL, NOTE_PITCH, Segment, chord_to_pitch_classes
 
-FRAME_RATE = 50.0  # 32000 / 640: one frame per EnCodec token; a float, as the reference multiplies by it
+# One frame per EnCodec token (musicgen's 50 Hz), a float: the reference multiplies seconds by 50.0.
+FRAME_RATE = float(musicgen.FRAME_RATE)
 WINDOW_FRAMES = 1500  # 30 s: the length the model was trained on
 PREFIX_FRAMES = 235  # the chord prefix: the window's chords sampled at round(i * 1500 / 235)
 BEAT_KERNEL = np.array([0.05, 0.1, 0.3, 0.9, 0.3, 0.1, 0.05])

@@ -388,9 +388,9 @@ class WindowDecoder:
         position. Returns aligned codes (takes, K, frames); all takes are decoded together, one batch of rows."""
         on_device = self.graphs.device_context() if self.graphs is not None else contextlib.nullcontext()
         with on_device:  # every allocation, stream and kernel of the window on the model's device
-            return self._decode(prefix, plan, settings, generator, progress, steps)
+            return self._decode(prefix, plan, settings, generator, progress, sums=steps)
 
-    def _decode(self, prefix, plan, settings, generator, progress, steps=None) -> torch.Tensor:
+    def _decode(self, prefix, plan, settings, generator, progress, sums=None) -> torch.Tensor:
         decoder = self.decoder
         guided = settings.guided
         if prefix.shape[0] != (2 if guided else 1):
@@ -404,13 +404,13 @@ class WindowDecoder:
         grid = plan.grid.clone()
         # One condition for every take: the condition rows, then (guided) the null rows.
         prefix = torch.cat([part.expand(takes, -1, -1) for part in prefix.split(1)])
-        if steps is not None:
-            steps = torch.cat([part.expand(takes, -1, -1) for part in steps.split(1)]).to(decoder.dtype)
+        if sums is not None:
+            sums = torch.cat([part.expand(takes, -1, -1) for part in sums.split(1)]).to(decoder.dtype)
 
         # Prefill, all rows in one forward: the condition and every grid position before the first to generate.
         tokens = rows_for(grid[:, :, :plan.first], guided)
         embedded = decoder.embed(tokens)
-        before = None if steps is None else steps[:, :plan.first]
+        before = None if sums is None else sums[:, :plan.first]
         if before is not None:
             embedded = embedded + before
         hidden = torch.cat([prefix.to(decoder.dtype), embedded], dim=1)
@@ -418,7 +418,7 @@ class WindowDecoder:
         out = decoder.forward(hidden, 0, cache, causal=True, condition=before)
         logits = decoder.logits(out[:, -1])
         state = _StepState(grid, plan.fixed, torch.tensor(plan.first, device=decoder.device), plan.first,
-                           prefix.shape[1], table, cache, logits, steps)
+                           prefix.shape[1], table, cache, logits, sums)
         self._choose(state, settings, generator, guided, eager=True)
         clock.lap("prefill")
 
@@ -477,9 +477,9 @@ class WindowDecoder:
             positional = state.table.index_select(0, index[None])
         hidden = decoder.embed(rows_for(column, guided)) + positional
         added = None
-        if state.steps is not None:  # MusiConGen: the fed position's chord + beat, from the device buffer
-            added = (state.steps[:, state.at:state.at + 1] if eager
-                     else state.steps.index_select(1, state.position[None]))
+        if state.sums is not None:  # MusiConGen: the fed position's chord + beat, from the device buffer
+            added = (state.sums[:, state.at:state.at + 1] if eager
+                     else state.sums.index_select(1, state.position[None]))
             hidden = hidden + added
         if eager:
             last = decoder.step_eager(hidden[:, 0], index, state.cache, None if added is None else added[:, 0])
@@ -569,7 +569,7 @@ class _StepState:
     table: torch.Tensor
     cache: KVCache
     logits: torch.Tensor  # (rows, K, card) float32, the logits for the position after `position`
-    steps: torch.Tensor | None = None  # (rows, positions, D): MusiConGen's per-position sums; None otherwise
+    sums: torch.Tensor | None = None  # (rows, positions, D): MusiConGen's per-position sums; None otherwise
 
 
 def kv_cache_bytes(layers: int, width: int, rows: int, positions: int, bytes_per_value: int = 2) -> int:
