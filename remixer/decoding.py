@@ -12,11 +12,18 @@ converted weights (the transformers model's own tensors, not a copy):
   guidance rows, sampling on the device with the request's `torch.Generator`,
   the delay pattern's fixed positions (BOS, known prompt, end padding) applied
   with a precomputed mask; every tensor keeps its shape from step to step;
-- on CUDA the decoder runs in float16 and the step is captured once as a CUDA
-  graph and replayed (`REMIXER_CUDA_GRAPHS`: 1, the default, falls back to the
-  same step run eagerly if capture fails, with a log line; 0 never captures;
-  strict makes a failed capture an error). Each window records how it was
-  decoded (`WindowDecoder.modes`).
+- the static step (the one a CUDA graph records) reads the cache only up to
+  the end of the length bucket (`BUCKET` positions) that holds the step's
+  position, so a step early in a window does not read the whole window's
+  cache; each bucket is its own fixed shape;
+- on CUDA the decoder runs in float16 and the step is captured as one CUDA
+  graph per bucket, over the same buffers, memory pool and generator, and
+  replayed; the loop picks the graph from the step number, which it knows
+  without asking the device (`REMIXER_CUDA_GRAPHS`: 1, the default, falls back
+  to the same step run eagerly if capture fails, with a log line; 0 never
+  captures; strict makes a failed capture an error). A request's windows
+  share the cache and the graphs (the first window is the largest). Each
+  window records how it was decoded (`WindowDecoder.modes`).
 
 The delayed grid: position 0 is BOS for every codebook; codebook k holds frame
 f at position 1 + f + delay(k), delay(k) = k // channels (stereo interleaves
@@ -31,7 +38,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -63,6 +70,9 @@ def graph_mode() -> str:
     return value
 
 SPECIAL = 2048  # BOS and padding in the delayed grid (the codebook size)
+# Cache positions per length bucket. Smaller buckets read less per step but capture more graphs: 256 reads
+# at most 255 positions past the live ones (under 15% of a 30 s window's cache) with 7 graphs per window.
+BUCKET = 256
 PROGRESS_EVERY = 25  # steps between progress reports (the host never waits on the device in between)
 
 
@@ -136,22 +146,24 @@ class Decoder:
         return looked_up.sum(dim=1)
 
     def forward(self, hidden: torch.Tensor, start: int | torch.Tensor, cache: "KVCache",
-                causal: bool, condition: torch.Tensor | None = None) -> torch.Tensor:
+                causal: bool, condition: torch.Tensor | None = None, span: int | None = None) -> torch.Tensor:
         """Run `hidden` (rows, T, D) at absolute positions start.. start+T-1, writing keys/values to `cache`.
 
         causal=True: the prefill, a block from position 0 (`start` an int)
         attending causally within itself. causal=False: a CUDA-graph step, T == 1
-        at a device-tensor position, attending to the whole static cache through
-        a mask so that shapes never change. (Eager steps use `step_eager`.)
-        condition (rows, C, D): MusiConGen's per-step sum, added to the last C positions (the token steps)
-        before each in-attention layer.
+        at a device-tensor position, attending to the cache's first `span`
+        positions (default: all; `span_for` gives the position's bucket) through
+        a mask, so that shapes never change within a bucket. (Eager steps use
+        `step_eager`.) condition (rows, C, D): MusiConGen's per-step sum, added
+        to the last C positions (the token steps) before each in-attention layer.
         """
         rows, length, _ = hidden.shape
         eager = isinstance(start, int)
+        span = cache.length if span is None else span
         if not eager:
             index = start + torch.arange(length, device=hidden.device)
             # Positions after `start` are blocked: computed once per step, shared by every layer.
-            blocked = None if causal else (torch.arange(cache.length, device=hidden.device) > start)[None, None, None]
+            blocked = None if causal else (torch.arange(span, device=hidden.device) > start)[None, None, None]
         scale = self.head_dim ** -0.5
         for number, (layer, (keys_t, values)) in enumerate(zip(self.layers, cache.layers)):
             if condition is not None and number in self.in_attention:
@@ -167,9 +179,9 @@ class Decoder:
                 values.index_copy_(2, index, v)
             if causal:
                 attended = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-            else:  # one query against the whole static cache, later positions masked
-                scores = torch.matmul(q, keys_t).float().mul_(scale).masked_fill_(blocked, float("-inf"))
-                attended = torch.matmul(scores.softmax(dim=-1).to(values.dtype), values)
+            else:  # one query against the cache up to the bucket's end, later positions masked
+                scores = torch.matmul(q, keys_t[..., :span]).float().mul_(scale).masked_fill_(blocked, float("-inf"))
+                attended = torch.matmul(scores.softmax(dim=-1).to(values.dtype), values[:, :, :span])
             hidden = hidden + F.linear(attended.transpose(1, 2).reshape(rows, length, self.width), layer.out)
             normed = F.layer_norm(hidden, (self.width,), layer.norm2_w, layer.norm2_b)
             hidden = hidden + F.linear(self.activation(F.linear(normed, layer.fc1)), layer.fc2)
@@ -253,6 +265,7 @@ class KVCache:
 
     def __init__(self, decoder: Decoder, rows: int, length: int):
         self.length = length
+        self.rows = rows
         options = dict(device=decoder.device, dtype=decoder.dtype)
         self.layers = [(torch.zeros((rows, decoder.heads, decoder.head_dim, length), **options),
                         torch.zeros((rows, decoder.heads, length, decoder.head_dim), **options))
@@ -345,9 +358,14 @@ class CudaGraphs:
         """torch.cuda.stream(...): queue work on `stream` inside the block."""
         return torch.cuda.stream(stream)
 
-    def capture(self, graph, stream):
-        """torch.cuda.graph(...): record the block into `graph` with a private memory pool."""
-        return torch.cuda.graph(graph, stream=stream)
+    def capture(self, graph, stream, pool=None):
+        """torch.cuda.graph(...): record the block into `graph`, in `pool` (None: a new private pool).
+        Sharing is safe here: a step's graph leaves nothing in the pool that another graph reads."""
+        return torch.cuda.graph(graph, pool=pool, stream=stream)
+
+    def pool_of(self, graph):
+        """The memory pool `graph` was captured in, for the next capture to share."""
+        return graph.pool()
 
     def capturing(self) -> bool:
         """Whether a capture is under way on the current stream."""
@@ -359,14 +377,18 @@ class CudaGraphs:
 
 
 class WindowDecoder:
-    """Decodes one window: prefill, then a fixed-shape step per position (captured as a CUDA graph on CUDA)."""
+    """Decodes a request's windows: prefill, then a fixed-shape step per position (on CUDA, one graph per
+    length bucket). The windows share one cache and its graphs while their shapes agree."""
 
     def __init__(self, decoder: Decoder, use_cuda_graph: bool | None = None, static_steps: bool = False,
-                 graphs: CudaGraphs | None = None, strict: bool | None = None, timed: bool = False):
+                 graphs: CudaGraphs | None = None, strict: bool | None = None, timed: bool = False,
+                 bucket: int = BUCKET, capacity: int | None = None):
         """use_cuda_graph: default on CUDA unless REMIXER_CUDA_GRAPHS=0. static_steps: without a graph, still
-        run the graph's step (device-tensor positions, masked static cache) eagerly; what the CPU tests check
+        run the graph's step (device-tensor positions, bucketed static cache) eagerly; what the CPU tests check
         it with. strict: a failed capture raises (default: REMIXER_CUDA_GRAPHS=strict). timed: synchronise at
-        the edges of prefill, capture and steps and record their seconds in `timings` (benchmarks)."""
+        the edges of prefill, capture and steps and record their seconds in `timings` (benchmarks).
+        bucket: positions per length bucket (0: every static step reads the whole cache, for benchmarks).
+        capacity: grid positions the cache holds at least (default: the first window's)."""
         self.decoder = decoder
         mode = graph_mode()
         on_cuda = decoder.device.type == "cuda"
@@ -375,8 +397,12 @@ class WindowDecoder:
         self.static_steps = static_steps
         self.graphs = graphs or (CudaGraphs(decoder.device) if on_cuda else None)
         self.timed = timed
+        self.bucket = bucket
+        self.capacity = capacity
         self.modes: list[str] = []  # per window decoded: GRAPH, or EAGER (with the capture error if one failed)
         self.timings: list[dict[str, float]] = []  # per window, when timed
+        self.captures = 0  # graphs captured so far (one per bucket a request reaches, not one per window)
+        self._state: _StepState | None = None  # kept between windows: the cache, the buffers, the graphs
 
     @torch.inference_mode()
     def decode(self, prefix: torch.Tensor, plan: WindowPlan, settings: Sampling,
@@ -397,50 +423,98 @@ class WindowDecoder:
             raise ValueError(f"a {'guided' if guided else 'plain'} window needs {2 if guided else 1} prefix rows")
         clock = _Clock(self.timed, self.graphs)
         takes, positions = plan.takes, plan.grid.shape[2]
-        rows = takes * (2 if guided else 1)
-        length = prefix.shape[1] + positions
-        cache = KVCache(decoder, rows, length)
-        table = decoder.positional(length)
-        grid = plan.grid.clone()
         # One condition for every take: the condition rows, then (guided) the null rows.
         prefix = torch.cat([part.expand(takes, -1, -1) for part in prefix.split(1)])
         if sums is not None:
             sums = torch.cat([part.expand(takes, -1, -1) for part in sums.split(1)]).to(decoder.dtype)
+        state = self._window_state(prefix.shape, plan, sums, (settings, generator))
 
         # Prefill, all rows in one forward: the condition and every grid position before the first to generate.
-        tokens = rows_for(grid[:, :, :plan.first], guided)
+        tokens = rows_for(state.grid[:, :, :plan.first], guided)
         embedded = decoder.embed(tokens)
-        before = None if sums is None else sums[:, :plan.first]
+        before = None if sums is None else state.sums[:, :plan.first]
         if before is not None:
             embedded = embedded + before
         hidden = torch.cat([prefix.to(decoder.dtype), embedded], dim=1)
-        hidden = hidden + table[:hidden.shape[1]]
-        out = decoder.forward(hidden, 0, cache, causal=True, condition=before)
-        logits = decoder.logits(out[:, -1])
-        state = _StepState(grid, plan.fixed, torch.tensor(plan.first, device=decoder.device), plan.first,
-                           prefix.shape[1], table, cache, logits, sums)
+        hidden = hidden + state.table[:hidden.shape[1]]
+        out = decoder.forward(hidden, 0, state.cache, causal=True, condition=before)
+        state.logits.copy_(decoder.logits(out[:, -1]))
         self._choose(state, settings, generator, guided, eager=True)
         clock.lap("prefill")
 
-        steps = positions - 1 - plan.first
-        step, mode = None, EAGER
-        if steps > 0 and self.use_cuda_graph:
-            step, mode = self._graph(state, settings, generator, guided)
+        # Step n (from 1) feeds grid position first + n - 1: its bucket is known here, without the device.
+        fed = range(state.prefix_length + plan.first, state.prefix_length + positions - 1)
+        spans = [span_for(index, state.cache.length, self.bucket) for index in fed]
+        replays, mode = None, EAGER
+        if spans and self.use_cuda_graph:
+            replays, mode = self._graphs_for(state, spans, settings, generator, guided)
         clock.lap("capture")
         self.modes.append(mode)
+        total = len(spans) + 1
         if progress is not None:
-            progress(1, steps + 1)
-        for done in range(1, steps + 1):
-            if step is not None:
-                step.replay()
+            progress(1, total)
+        eager = not (self.static_steps or self.use_cuda_graph)
+        for done, span in enumerate(spans, 1):
+            if replays is not None:
+                replays[span].replay()
             else:
-                self._step(state, settings, generator, guided, eager=not (self.static_steps or self.use_cuda_graph))
-            if progress is not None and (done % PROGRESS_EVERY == 0 or done == steps):
-                progress(done + 1, steps + 1)  # positions chosen so far, the prefill's one included
+                self._step(state, settings, generator, guided, eager, span)
+            if progress is not None and (done % PROGRESS_EVERY == 0 or done == len(spans)):
+                progress(done + 1, total)  # positions chosen so far, the prefill's one included
         clock.lap("steps")
         if self.timed:
-            self.timings.append({**clock.seconds, "step_count": steps})
-        return aligned(state.grid, decoder.delays, plan.frames)
+            self.timings.append({**clock.seconds, "step_count": len(spans)})
+        return aligned(state.grid[:, :, :positions], decoder.delays, plan.frames)
+
+    def _window_state(self, rows_shape: torch.Size, plan: WindowPlan, sums: torch.Tensor | None,
+                      sampling: tuple) -> "_StepState":
+        """The state this window decodes in: the last window's (its cache, buffers and graphs) when the shapes
+        agree and it holds the window, else a new one. The grid is copied in; positions past the window stay
+        fixed padding, never reached. Graphs record the sampling settings and generator: new ones, new graphs."""
+        decoder, state = self.decoder, self._state
+        rows, prefix_length = rows_shape[0], rows_shape[1]
+        positions = plan.grid.shape[2]
+        fits = (state is not None and state.cache.rows == rows and state.prefix_length == prefix_length
+                and state.grid.shape[2] >= positions and state.grid.shape[0] == plan.takes
+                and (sums is None) == (state.sums is None)
+                and (sums is None or sums.shape == state.sums.shape))
+        if not fits:
+            capacity = max(positions, self.capacity or 0)
+            length = prefix_length + capacity
+            grid = torch.full((plan.takes, plan.grid.shape[1], capacity), SPECIAL, dtype=torch.long,
+                              device=plan.grid.device)
+            fixed = torch.ones((plan.grid.shape[1], capacity), dtype=torch.bool, device=plan.fixed.device)
+            logits = torch.zeros((rows, decoder.codebooks, decoder.heads_out.shape[1]), device=decoder.device)
+            state = _StepState(grid, fixed, torch.zeros((), dtype=torch.long, device=decoder.device), 0,
+                               prefix_length, decoder.positional(length), KVCache(decoder, rows, length), logits,
+                               None if sums is None else torch.empty_like(sums))
+            self._state = state
+        if state.sampling is None or not _same_sampling(state.sampling, sampling):
+            state.replays, state.failure, state.pool, state.sampling = {}, None, None, sampling
+        state.grid.fill_(SPECIAL)
+        state.grid[:, :, :positions] = plan.grid
+        state.fixed.fill_(True)
+        state.fixed[:, :positions] = plan.fixed
+        state.position.fill_(plan.first)
+        state.at = plan.first
+        if sums is not None:
+            state.sums.copy_(sums)
+        return state
+
+    def _graphs_for(self, state: "_StepState", spans: list[int], settings: Sampling, generator, guided: bool):
+        """A replayable graph for every bucket in `spans`, capturing those the request has not captured yet:
+        ({span: graph}, GRAPH), or (None, EAGER: reason) once a capture failed and the mode allows falling back."""
+        if state.failure is None:
+            for span in sorted(set(spans) - set(state.replays)):
+                graph, failure = self._graph(state, settings, generator, guided, span)
+                if failure is not None:
+                    state.failure = failure
+                    break
+                state.replays[span] = graph
+                self.captures += 1
+        if state.failure is not None:
+            return None, f"{EAGER} (capture failed: {state.failure})"
+        return state.replays, GRAPH
 
     def _choose(self, state: "_StepState", settings: Sampling, generator, guided: bool,
                 eager: bool) -> None:
@@ -460,11 +534,12 @@ class WindowDecoder:
         state.grid.index_copy_(2, position, torch.where(fixed, column, drawn)[..., None])
 
     def _step(self, state: "_StepState", settings: Sampling, generator, guided: bool,
-              eager: bool) -> None:
+              eager: bool, span: int | None = None) -> None:
         """Feed the last chosen position, compute the next position's logits, sample it.
 
-        eager: positions as Python ints (the CPU's fast path); otherwise as a
-        device tensor advanced on the device, so a captured graph replays it.
+        eager: positions as Python ints (the CPU's fast path, reading the cache up to the position);
+        otherwise as a device tensor advanced on the device, reading the cache's first `span` positions,
+        so a captured graph replays it.
         """
         decoder = self.decoder
         if eager:
@@ -484,7 +559,7 @@ class WindowDecoder:
         if eager:
             last = decoder.step_eager(hidden[:, 0], index, state.cache, None if added is None else added[:, 0])
         else:
-            last = decoder.forward(hidden, index, state.cache, causal=False, condition=added)[:, -1]
+            last = decoder.forward(hidden, index, state.cache, causal=False, condition=added, span=span)[:, -1]
         state.logits.copy_(decoder.logits(last))
         if eager:
             state.at += 1
@@ -492,15 +567,16 @@ class WindowDecoder:
             state.position += 1
         self._choose(state, settings, generator, guided, eager)
 
-    def _graph(self, state: "_StepState", settings: Sampling, generator, guided: bool):
-        """The step captured as a CUDA graph (state tensors are its static buffers): (graph, GRAPH), or
-        (None, EAGER: reason) when capture fails and the mode allows the eager fallback.
+    def _graph(self, state: "_StepState", settings: Sampling, generator, guided: bool, span: int):
+        """The step reading `span` cache positions, captured as a CUDA graph (state tensors are its static
+        buffers; every bucket's graph shares the memory pool): (graph, None), or (None, reason) when capture
+        fails and the mode allows the eager fallback.
 
         Whatever happens, the decode state (grid, position) and the generator are as they were before the
         warm-up: the warm-up step really runs (it advances the position and draws random numbers) and
         capture reserves random numbers; restoring both makes the graph path and the eager path give the
         same tokens for a seed. The cache needs no restoring: the first real step rewrites the slot the
-        warm-up wrote.
+        warm-up wrote, and a wider bucket's warm-up masks what lies past the position.
         """
         graphs = self.graphs
         saved_grid, saved_position = state.grid.clone(), state.position.clone()
@@ -511,10 +587,11 @@ class WindowDecoder:
                 side = graphs.side_stream()
                 side.wait_stream(graphs.current_stream())
                 with graphs.use_stream(side):  # warm-up on a side stream, as capture requires
-                    self._step(state, settings, generator, guided, eager=False)
+                    self._step(state, settings, generator, guided, False, span)
                 graphs.current_stream().wait_stream(side)
-                with graphs.capture(graph, side):
-                    self._step(state, settings, generator, guided, eager=False)
+                with graphs.capture(graph, side, state.pool):
+                    self._step(state, settings, generator, guided, False, span)
+                state.pool = state.pool if state.pool is not None else graphs.pool_of(graph)
                 failure = None
             except torch.cuda.OutOfMemoryError:
                 failure = "out of memory"
@@ -527,7 +604,7 @@ class WindowDecoder:
                 if saved_rng is not None:
                     generator.set_state(saved_rng)
         if failure is None:
-            return graph, GRAPH
+            return graph, None
         if self.strict:
             raise DecodingError(f"CUDA graph capture failed ({failure}) and {GRAPHS_ENV}=strict; "
                                 f"set {GRAPHS_ENV}=1 to fall back to eager decoding")
@@ -535,8 +612,21 @@ class WindowDecoder:
             raise DecodingError(f"CUDA graph capture failed ({failure}) and left the GPU stream capturing; "
                                 "this process cannot decode any more: restart it")
         graphs.synchronize()
-        log.warning("CUDA graph capture failed (%s); decoding this window eagerly", failure)
-        return None, f"{EAGER} (capture failed: {failure})"
+        log.warning("CUDA graph capture failed (%s); decoding eagerly", failure)
+        return None, failure
+
+
+def _same_sampling(recorded: tuple, sampling: tuple) -> bool:
+    """Whether graphs recorded with (settings, generator) replay for these: equal settings, the same generator."""
+    return recorded[0] == sampling[0] and recorded[1] is sampling[1]
+
+
+def span_for(index: int, length: int, bucket: int = BUCKET) -> int:
+    """Cache positions the static step at absolute position `index` reads: to the end of its bucket (at most
+    bucket - 1 past the position), never past the cache; bucket 0 reads the whole cache."""
+    if bucket <= 0:
+        return length
+    return min(length, (index // bucket + 1) * bucket)
 
 
 class _Clock:
@@ -561,7 +651,7 @@ class _Clock:
 
 @dataclass
 class _StepState:
-    grid: torch.Tensor
+    grid: torch.Tensor  # (takes, K, capacity): the window's grid, then fixed padding
     fixed: torch.Tensor
     position: torch.Tensor  # 0-d long on the device: the grid position chosen last (graph steps)
     at: int  # the same, as a Python int (eager steps)
@@ -570,6 +660,10 @@ class _StepState:
     cache: KVCache
     logits: torch.Tensor  # (rows, K, card) float32, the logits for the position after `position`
     sums: torch.Tensor | None = None  # (rows, positions, D): MusiConGen's per-position sums; None otherwise
+    replays: dict = field(default_factory=dict)  # span -> captured graph, for the sampling below
+    sampling: tuple | None = None  # (settings, generator) the graphs were recorded with
+    failure: str | None = None  # why a capture failed; the rest of the request decodes eagerly
+    pool: object = None  # the graphs' shared memory pool
 
 
 def kv_cache_bytes(layers: int, width: int, rows: int, positions: int, bytes_per_value: int = 2) -> int:

@@ -176,7 +176,8 @@ def generate_takes(
     encoded = encode_text(model, text)
     guided = sampling.guided
     decoder = model.decoder_for()
-    window_decoder = decoding.WindowDecoder(decoder)
+    # One cache for the request, sized for the first window (the largest): the windows share it and its graphs.
+    window_decoder = decoding.WindowDecoder(decoder, capacity=1 + new_per_window[0] + facts.max_delay)
     generator = torch.Generator(device=model.device).manual_seed(seed)
     codes = torch.zeros((takes, facts.codebooks, 0), dtype=torch.long)
     conditions = window_conditions(model, encoded, condition, starts, guided)

@@ -19,11 +19,13 @@ SETTINGS = Sampling(top_k=50, temperature=1.0, classifier_free_guidance=3.0)
 
 
 class FakeGraph:
-    def __init__(self, graphs: "FakeGraphs"):
-        self.graphs = graphs
+    def __init__(self):
+        self.recorded = None  # (step, its arguments), set by the capture
+        self.replays = 0
 
     def replay(self) -> None:
-        step, args = self.graphs.recorded
+        step, args = self.recorded
+        self.replays += 1
         step(*args)
 
 
@@ -42,7 +44,9 @@ class FakeGraphs:
         self.fail_at, self.error = fail_at, error or RuntimeError(f"injected failure at {fail_at}")
         self.still_capturing = still_capturing
         self.phase = None
-        self.recorded = None
+        self.captured: list[FakeGraph] = []  # in capture order
+        self.capturing_graph = None
+        self.pools: list = []  # the pool each capture was given
         self.in_device = False
         self.lock_held_in_capture = None
 
@@ -57,7 +61,7 @@ class FakeGraphs:
     def new_graph(self, generator):
         if self.fail_at == "graph":
             raise self.error
-        return FakeGraph(self)
+        return FakeGraph()
 
     def side_stream(self):
         return FakeStream()
@@ -74,17 +78,27 @@ class FakeGraphs:
             self.phase = None
 
     @contextlib.contextmanager
-    def capture(self, graph, stream):
+    def capture(self, graph, stream, pool=None):
         if self.fail_at == "capture-start":
             raise self.error
-        self.phase = "capture"
+        self.phase, self.capturing_graph = "capture", graph
+        self.pools.append(pool)
         self.lock_held_in_capture = decoding._CAPTURE_LOCK.locked()
         try:
             yield
         finally:
-            self.phase = None
+            self.phase, self.capturing_graph = None, None
         if self.fail_at == "capture-end":
             raise self.error
+        self.captured.append(graph)
+
+    def pool_of(self, graph):
+        return ("pool of", id(graph))
+
+    @property
+    def recorded(self):
+        """Whether any step was recorded."""
+        return self.captured or None
 
     def capturing(self) -> bool:
         return self.still_capturing
@@ -97,17 +111,17 @@ def spy_steps(window: WindowDecoder, graphs: FakeGraphs) -> None:
     """Route the window's steps through the stand-in: record during capture, fail where asked."""
     real = window._step
 
-    def step(state, settings, generator, guided, eager):
+    def step(state, settings, generator, guided, eager, span=None):
         assert graphs.in_device  # every step runs under the model's device context
         if graphs.phase == "capture":
-            graphs.recorded = (real, (state, settings, generator, guided, eager))
+            graphs.capturing_graph.recorded = (real, (state, settings, generator, guided, eager, span))
             torch.rand(64, generator=generator)  # capture reserves random numbers
             state.position += 1  # ... and may leave the position advanced when it fails
             if graphs.fail_at == "capture":
                 raise graphs.error
             state.position -= 1
             return
-        real(state, settings, generator, guided, eager)
+        real(state, settings, generator, guided, eager, span)
         if graphs.phase == "warm-up" and graphs.fail_at == "warm-up":
             raise graphs.error
 

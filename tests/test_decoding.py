@@ -64,8 +64,8 @@ def test_static_steps_give_the_references_whole_song(name, tmp_path, tiny_weight
     model, reference = _load(name, tmp_path, tiny_weights)
     monkeypatch.setattr(generation, "encode_text", lambda _model, _text_: _text(reference))
     original = decoding.WindowDecoder.__init__
-    monkeypatch.setattr(decoding.WindowDecoder, "__init__",
-                        lambda self, decoder: original(self, decoder, use_cuda_graph=False, static_steps=True))
+    monkeypatch.setattr(decoding.WindowDecoder, "__init__", lambda self, decoder, **options: original(
+        self, decoder, **options, use_cuda_graph=False, static_steps=True))
     case = reference["songs"]["long"]
     result = generation.generate(model, "a song", case["chroma"].numpy(), case["seconds"],
                                  Sampling(top_k=1, classifier_free_guidance=3.0), seed=0)
