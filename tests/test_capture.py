@@ -226,3 +226,86 @@ def test_the_cpu_path_touches_no_cuda_call(window_inputs, monkeypatch):
     assert torch.equal(decode(window, window_inputs), eager_tokens(window_inputs))
     assert window.modes == [decoding.EAGER] and set(window.timings[0]) == {"prefill", "capture", "steps",
                                                                            "step_count"}
+
+
+# --- length buckets --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def long_window(window_inputs):
+    """A window long enough for four buckets: the tiny prefix (238 positions) + 604 grid positions."""
+    decoder, prefix, _ = window_inputs
+    plan = decoding.plan_window(torch.zeros((4, 0), dtype=torch.long), 600, decoder.delays, decoder.device)
+    return decoder, prefix, plan
+
+
+class CacheReads(torch.overrides.TorchFunctionMode):
+    """Records the shape of every matmul operand (its storage address too): the attention's reads."""
+
+    def __init__(self):
+        super().__init__()
+        self.reads: list[tuple[int, torch.Size]] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is torch.matmul:
+            self.reads += [(arg.untyped_storage().data_ptr(), arg.shape) for arg in args]
+        return func(*args, **(kwargs or {}))
+
+
+def test_the_static_step_reads_the_cache_at_most_one_bucket_past_its_position(long_window):
+    """Counted, not timed: the keys and values each step's attention touches end within one bucket of the
+    position it feeds, layer by layer; reading the whole cache would touch 1.29x as many over this window."""
+    decoder, prefix, plan = long_window
+    window = WindowDecoder(decoder, use_cuda_graph=False, static_steps=True)
+    with CacheReads() as recorder:
+        window.decode(prefix, plan, SETTINGS, torch.Generator().manual_seed(1))
+    cache = window._state.cache
+    keys = {k.untyped_storage().data_ptr() for k, _ in cache.layers}
+    values = {v.untyped_storage().data_ptr() for _, v in cache.layers}
+    key_spans = [shape[-1] for pointer, shape in recorder.reads if pointer in keys]
+    value_spans = [shape[-2] for pointer, shape in recorder.reads if pointer in values]
+    layers, prefix_length = len(decoder.layers), prefix.shape[1]
+    fed = list(range(prefix_length + plan.first, prefix_length + plan.grid.shape[2] - 1))
+    assert len(key_spans) == len(value_spans) == layers * len(fed)
+    for step, index in enumerate(fed):
+        spans = set(key_spans[step * layers:(step + 1) * layers]) | set(value_spans[step * layers:(step + 1) * layers])
+        (span,) = spans  # one bucket for every layer of a step
+        assert index + 1 <= span <= min(index + decoding.BUCKET, cache.length), (step, index, span)
+    positions_read = sum(key_spans) + sum(value_spans)
+    assert positions_read == sum(2 * layers * decoding.span_for(index, cache.length) for index in fed)
+    assert positions_read * 1.25 < 2 * layers * len(fed) * cache.length  # the whole cache: 1.29x here
+    assert sorted(set(key_spans)) == [256, 512, 768, cache.length]
+
+
+def test_one_graph_per_bucket_in_one_pool_gives_the_eager_static_steps_tokens(long_window):
+    graphs = FakeGraphs()
+    window = graph_window(long_window, graphs)
+    tokens = decode(window, long_window)
+    spans = [graph.recorded[1][-1] for graph in graphs.captured]
+    assert spans == [256, 512, 768, window._state.cache.length] and window.captures == 4
+    assert graphs.pools == [None] + [("pool of", id(graphs.captured[0]))] * 3  # the first graph's pool, shared
+    assert sum(graph.replays for graph in graphs.captured) == plan_steps(long_window[2])
+    assert torch.equal(tokens, eager_tokens(long_window))
+
+
+def plan_steps(plan) -> int:
+    return plan.grid.shape[2] - 1 - plan.first
+
+
+def test_a_failed_capture_is_not_retried_for_the_requests_later_windows(window_inputs):
+    """One WindowDecoder, one generator (a request): the first window's capture fails, both windows decode
+    eagerly and only one capture was tried."""
+    graphs = FakeGraphs(fail_at="capture")
+    attempts = []
+    new_graph = graphs.new_graph
+    graphs.new_graph = lambda generator: attempts.append(1) or new_graph(generator)
+    window = graph_window(window_inputs, graphs)
+    generator = torch.Generator().manual_seed(5)
+    decoder, prefix, plan = window_inputs
+    first = window.decode(prefix, plan, SETTINGS, generator)
+    second = window.decode(prefix, plan, SETTINGS, generator)
+    assert len(attempts) == 1 and all(mode.startswith("eager (capture failed") for mode in window.modes)
+    eager = WindowDecoder(decoder, use_cuda_graph=False, static_steps=True)
+    generator = torch.Generator().manual_seed(5)
+    assert torch.equal(first, eager.decode(prefix, plan, SETTINGS, generator))
+    assert torch.equal(second, eager.decode(prefix, plan, SETTINGS, generator))

@@ -194,3 +194,35 @@ def test_cuda_sampling_is_reproducible_for_a_seed(tmp_path, tiny_weights, monkey
     monkeypatch.setenv(decoding.GRAPHS_ENV, "0")  # the eager path draws the same numbers
     eager = generation.generate(model, "x", chroma, 2.0, seed=5)
     assert eager.decode_modes == (decoding.EAGER,)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_graph_steps_give_the_references_whole_song_capturing_once_per_bucket(name, tmp_path, tiny_weights,
+                                                                                monkeypatch):
+    """The graph path with the CPU stand-in, two windows of one request: the reference's greedy tokens, one
+    cache allocated, and one graph per bucket the first window reaches (the second, shorter window replays
+    them: it captured a graph of its own before buckets)."""
+    from tests.test_capture import FakeGraphs, spy_steps
+
+    model, reference = _load(name, tmp_path, tiny_weights)
+    monkeypatch.setattr(generation, "encode_text", lambda _model, _text_: _text(reference))
+    graphs, windows, caches = FakeGraphs(), [], []
+    original, cache_init = decoding.WindowDecoder.__init__, decoding.KVCache.__init__
+
+    def with_graphs(self, decoder, **options):
+        original(self, decoder, **options, use_cuda_graph=True, graphs=graphs)
+        spy_steps(self, graphs)
+        windows.append(self)
+
+    monkeypatch.setattr(decoding.WindowDecoder, "__init__", with_graphs)
+    monkeypatch.setattr(decoding.KVCache, "__init__", lambda self, *args: caches.append(1) or cache_init(self, *args))
+    case = reference["songs"]["long"]
+    result = generation.generate(model, "a song", case["chroma"].numpy(), case["seconds"],
+                                 Sampling(top_k=1, classifier_free_guidance=3.0), seed=0)
+    assert torch.equal(result.tokens, case["greedy_cfg3"][0])
+    assert result.decode_modes == (decoding.GRAPH,) * 2 and len(caches) == 1
+    (window,) = windows
+    prefix_length = model.config.chroma_length + reference["text_embedding"].shape[1]
+    first_window = range(prefix_length + 1, prefix_length + 1 + 1500 + model.facts.max_delay - 1)
+    buckets = {decoding.span_for(index, window._state.cache.length) for index in first_window}
+    assert window.captures == len(graphs.captured) == len(buckets) == 7
