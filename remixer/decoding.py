@@ -163,7 +163,8 @@ class Decoder:
         if not eager:
             index = start + torch.arange(length, device=hidden.device)
             # Positions after `start` are blocked: computed once per step, shared by every layer.
-            blocked = None if causal else (torch.arange(span, device=hidden.device) > start)[None, None, None]
+            after = 0 if causal or cache.shared is None else cache.shared_length  # the shared prefix is never blocked
+            blocked = None if causal else (torch.arange(after, span, device=hidden.device) > start)[None, None, None]
         scale = self.head_dim ** -0.5
         for number, (layer, (keys_t, values)) in enumerate(zip(self.layers, cache.layers)):
             if condition is not None and number in self.in_attention:
@@ -179,6 +180,8 @@ class Decoder:
                 values.index_copy_(2, index, v)
             if causal:
                 attended = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            elif cache.shared is not None:
+                attended = _shared_attention(q, keys_t, values, cache.shared[number], span, blocked, scale)
             else:  # one query against the cache up to the bucket's end, later positions masked
                 scores = torch.matmul(q, keys_t[..., :span]).float().mul_(scale).masked_fill_(blocked, float("-inf"))
                 attended = torch.matmul(scores.softmax(dim=-1).to(values.dtype), values[:, :, :span])
@@ -217,6 +220,27 @@ class Decoder:
     def logits(self, hidden_last: torch.Tensor) -> torch.Tensor:
         """(rows, D) -> (rows, K, card) float32."""
         return torch.einsum("rd,kvd->rkv", hidden_last, self.heads_out).float()
+
+
+def _shared_attention(q: torch.Tensor, keys_t: torch.Tensor, values: torch.Tensor,
+                      shared: tuple[torch.Tensor, torch.Tensor], span: int, blocked: torch.Tensor,
+                      scale: float) -> torch.Tensor:
+    """One query per row (rows, heads, 1, hd) against its group's shared prefix (read once per group, all
+    the group's rows in one product) and its own positions from the prefix's end up to `span`, one softmax
+    over both: the same attention as over each row's whole cache, summed in another order."""
+    prefix_keys, prefix_values = shared  # (groups, heads, hd, C), (groups, heads, C, hd)
+    groups, heads, head_dim, length = prefix_keys.shape
+    rows = q.shape[0]
+    takes = rows // groups
+    grouped = q.view(groups, takes, heads, head_dim).transpose(1, 2)  # (groups, heads, takes, hd)
+    prefix_scores = torch.matmul(grouped, prefix_keys).transpose(1, 2).reshape(rows, heads, 1, length)
+    own_scores = torch.matmul(q, keys_t[..., length:span])
+    scores = torch.cat([prefix_scores, own_scores], dim=-1).float().mul_(scale)
+    scores[..., length:].masked_fill_(blocked, float("-inf"))
+    probs = scores.softmax(dim=-1).to(values.dtype)
+    prefix_probs = probs[..., :length].reshape(groups, takes, heads, length).transpose(1, 2)
+    from_prefix = torch.matmul(prefix_probs, prefix_values).transpose(1, 2).reshape(rows, heads, 1, head_dim)
+    return from_prefix + torch.matmul(probs[..., length:], values[:, :, length:span])
 
 
 def _add_to_last(hidden: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
@@ -275,6 +299,23 @@ class KVCache:
         self.flat = [(keys.view(batch, decoder.head_dim, length), values.view(batch, length, decoder.head_dim))
                      for keys, values in self.layers]
         self.scratch = torch.zeros((batch, 1, length), **options)
+        self.shared: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # see share_prefix
+        self.shared_length = 0
+        self.groups = 1
+
+    def share_prefix(self, length: int, groups: int) -> None:
+        """Copy the first `length` positions (the condition prefix) of one row per group into buffers the
+        static step reads instead of every row's own copy. Rows come in `groups` (guidance's halves) of equal
+        consecutive rows sharing a prefix. The buffers are made once and refilled per window (graphs keep them)."""
+        takes = self.rows // groups
+        if self.shared is None or self.shared_length != length or self.groups != groups:
+            self.shared = [(keys[::takes, :, :, :length].clone(), values[::takes, :, :length].clone())
+                           for keys, values in self.layers]
+            self.shared_length, self.groups = length, groups
+            return
+        for (keys, values), (shared_keys, shared_values) in zip(self.layers, self.shared):
+            shared_keys.copy_(keys[::takes, :, :, :length])
+            shared_values.copy_(values[::takes, :, :length])
 
     @property
     def bytes(self) -> int:
@@ -382,13 +423,15 @@ class WindowDecoder:
 
     def __init__(self, decoder: Decoder, use_cuda_graph: bool | None = None, static_steps: bool = False,
                  graphs: CudaGraphs | None = None, strict: bool | None = None, timed: bool = False,
-                 bucket: int = BUCKET, capacity: int | None = None):
+                 bucket: int = BUCKET, capacity: int | None = None, share_prefix: bool = True):
         """use_cuda_graph: default on CUDA unless REMIXER_CUDA_GRAPHS=0. static_steps: without a graph, still
         run the graph's step (device-tensor positions, bucketed static cache) eagerly; what the CPU tests check
         it with. strict: a failed capture raises (default: REMIXER_CUDA_GRAPHS=strict). timed: synchronise at
         the edges of prefill, capture and steps and record their seconds in `timings` (benchmarks).
         bucket: positions per length bucket (0: every static step reads the whole cache, for benchmarks).
-        capacity: grid positions the cache holds at least (default: the first window's)."""
+        capacity: grid positions the cache holds at least (default: the first window's). share_prefix: with
+        several takes, static steps read one copy of the condition prefix per guidance half (False: every
+        row's own copy, for benchmarks)."""
         self.decoder = decoder
         mode = graph_mode()
         on_cuda = decoder.device.type == "cuda"
@@ -399,6 +442,7 @@ class WindowDecoder:
         self.timed = timed
         self.bucket = bucket
         self.capacity = capacity
+        self.share_prefix = share_prefix
         self.modes: list[str] = []  # per window decoded: GRAPH, or EAGER (with the capture error if one failed)
         self.timings: list[dict[str, float]] = []  # per window, when timed
         self.captures = 0  # graphs captured so far (one per bucket a request reaches, not one per window)
@@ -440,6 +484,9 @@ class WindowDecoder:
         out = decoder.forward(hidden, 0, state.cache, causal=True, condition=before)
         state.logits.copy_(decoder.logits(out[:, -1]))
         self._choose(state, settings, generator, guided, eager=True)
+        eager = not (self.static_steps or self.use_cuda_graph)
+        if takes > 1 and self.share_prefix and not eager:
+            state.cache.share_prefix(state.prefix_length, 2 if guided else 1)
         clock.lap("prefill")
 
         # Step n (from 1) feeds grid position first + n - 1: its bucket is known here, without the device.
@@ -453,7 +500,6 @@ class WindowDecoder:
         total = len(spans) + 1
         if progress is not None:
             progress(1, total)
-        eager = not (self.static_steps or self.use_cuda_graph)
         for done, span in enumerate(spans, 1):
             if replays is not None:
                 replays[span].replay()
