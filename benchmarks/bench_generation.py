@@ -31,6 +31,8 @@ SHAPES = {
     "tiny": musicgen_writers.TINY_LM,
     "host": {"dim": 64, "num_heads": 2, "num_layers": 48, "hidden_scale": 4},
     "medium": {"dim": 1536, "num_heads": 24, "num_layers": 48, "hidden_scale": 4},
+    # medium's proportions at 4 layers: weights against cache per step as on a GPU (benchmarks/bench_takes.py)
+    "proxy": {"dim": 1536, "num_heads": 24, "num_layers": 4, "hidden_scale": 4},
     "large": {"dim": 2048, "num_heads": 32, "num_layers": 48, "hidden_scale": 4},
 }
 BANDWIDTH = 3.0e12  # bytes/s of an H100's memory, for the CPU table's floor column; GPUs measure their own

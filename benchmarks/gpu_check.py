@@ -8,7 +8,9 @@ CPU dry run (a test in the suite runs it, so the script cannot rot between GPU r
 
 Steps: install the carried wheels offline (when given); run the CUDA tests
 (tests marked cuda) and report each; time our decode loop against transformers'
-generate() for the medium and large shapes, mono and stereo; time a whole
+generate() for the medium and large shapes, mono and stereo; 4 takes against
+1 (mid-window steps over a whole window's cache, and a whole 30 s window end
+to end, benchmarks/bench_takes.py); time a whole
 request on a song (3 minutes by default) at full model sizes with random weights,
 generation timed for --generate-seconds and extrapolated to the song (said so in
 the table); peak GPU memory. Prints one table last; writes gpu_check.json
@@ -83,7 +85,8 @@ def decode_speed(device, shapes: list[str], steps: int, budget: "Budget") -> lis
 
 
 def takes_speed(device, shapes: list[str], steps: int, budget: "Budget") -> list[dict]:
-    """The decode of 4 takes against 1, per shape (benchmarks/bench_takes.py)."""
+    """4 takes against 1 per shape (benchmarks/bench_takes.py): mid-window steps of a whole window's cache,
+    read three ways, and the whole 30 s window end to end."""
     import bench_takes
 
     rows = []
@@ -91,7 +94,7 @@ def takes_speed(device, shapes: list[str], steps: int, budget: "Budget") -> list
         if budget.left() < 30:
             rows.append({"shape": shape, "skipped": "time budget spent"})
             continue
-        rows.append(bench_takes.run(shape, steps, device))
+        rows.append(bench_takes.run(shape, device, steps, window=True))
     return rows
 
 
@@ -222,7 +225,7 @@ def main() -> int:
     else:
         results["request"] = {"skipped": "time budget spent"}
     (args.out / "gpu_check.json").write_text(json.dumps(results, indent=1, default=str))
-    results["takes_decode"] = takes_speed(device, shapes, steps, budget)
+    results["takes_decode"] = takes_speed(device, shapes, 10 if quick else 40, budget)
     if budget.left() > 20 and "skipped" not in results["request"]:
         results["request_4_takes"] = timed_request(device, quick, song_seconds, generate_seconds, takes=4)
     else:
@@ -258,7 +261,7 @@ def print_table(results: dict) -> None:
             print(f"| {r['shape']} | {r['version']} | skipped: {r['skipped']} |")
     import bench_takes
 
-    bench_takes.print_rows([r for r in results["takes_decode"] if "skipped" not in r])
+    bench_takes.print_rows([r for r in results["takes_decode"] if "skipped" not in r], lines=False)
     for r in results["takes_decode"]:
         if "skipped" in r:
             print(f"| {r['shape']} | takes | skipped: {r['skipped']} |")

@@ -15,7 +15,9 @@ converted weights (the transformers model's own tensors, not a copy):
 - the static step (the one a CUDA graph records) reads the cache only up to
   the end of the length bucket (`BUCKET` positions) that holds the step's
   position, so a step early in a window does not read the whole window's
-  cache; each bucket is its own fixed shape;
+  cache; each bucket is its own fixed shape; with several takes it reads the
+  condition prefix once per guidance half (every take's rows share it) and each
+  row's own positions after it;
 - on CUDA the decoder runs in float16 and the step is captured as one CUDA
   graph per bucket, over the same buffers, memory pool and generator, and
   replayed; the loop picks the graph from the step number, which it knows

@@ -276,13 +276,17 @@ def check_memory(model: ChordModel, takes: int, duration: float) -> None:
 
 def decode_bytes(model: ChordModel, takes: int, duration: float) -> int:
     """Memory one window's decode holds for `takes` takes: the KV cache of every row (guidance doubles the
-    rows) over the window's positions, the step's logits and attention scores."""
+    rows) over the window's positions (and with takes the shared prefix copy), the step's logits and
+    attention scores."""
     facts = model.facts
     rows = 2 * takes
     window = min(duration, WINDOW_SECONDS)
     positions = model.config.chroma_length + MAX_PROMPT_TOKENS + 1 + int(window * FRAME_RATE) + facts.max_delay
     value = torch.tensor([], dtype=model.decoder_for().dtype).element_size()
     cache = decoding.kv_cache_bytes(facts.layers, facts.hidden_size, rows, positions, value)
+    if takes > 1:  # the condition prefix's one copy per guidance half, read by the steps
+        cache += decoding.kv_cache_bytes(facts.layers, facts.hidden_size, 2, model.config.chroma_length
+                                         + MAX_PROMPT_TOKENS, value)
     step = rows * (facts.codebooks * CARD * 4 + facts.heads * positions * 4 * 2)
     # MusiConGen's per-position condition buffer (remixer.decoding), in the decoder's precision.
     conditions = rows * positions * facts.hidden_size * value if facts.plays_on_beats else 0

@@ -35,7 +35,16 @@ def test_gpu_check_dry_run_on_the_cpu(tmp_path):
     assert all(r["mode"] == "eager" and r["prefill_ms"] > 0 for r in results["decode_speed"])
     # 4 takes against 1: the decode on the same shape, and the whole request per stage.
     (takes,) = results["takes_decode"]
-    assert takes["shape"] == "tiny" and takes["four_ms"] > 0 and takes["one_ms"] > 0 and takes["ratio"] > 0
+    assert takes["shape"] == "tiny" and [r["read"] for r in takes["rows"]] == ["full", "bucket",
+                                                                             "bucket + shared prefix"]
+    for row in takes["rows"]:
+        assert row["1"]["ms"] > 0 and row["4"]["ms"] > 0 and row["ratio"] > 0
+        assert row["1"]["gemm_ms"] > 0 and row["4"]["attention_ms"] > 0
+    # The bytes a step reads, computed: the buckets read less than the whole cache, the shared prefix less again.
+    full, bucket, shared = (row["4"]["mb"] for row in takes["rows"])
+    assert full > bucket > shared
+    assert takes["window"]["1"]["s"] > 0 and takes["window"]["4"]["s"] > 0
+    assert takes["captures"]["before"] == 10 and 0 < takes["captures"]["after"] < 10
     assert results["request_4_takes"]["timings_s"]["beat-sync"] > 0
     request = results["request"]
     assert request["song_seconds"] == 4.0 and request["generation"]["extrapolated"] is True
