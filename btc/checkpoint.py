@@ -6,6 +6,7 @@ the official files store the statistics as numpy scalars.
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -58,8 +59,30 @@ def _number(value) -> float:
 
 
 def write_checkpoint(path: str | Path, model: BTC, mean: float, std: float) -> Path:
+    """A checkpoint as BTC's training code stored the published ones (2019, numpy 1.x): numpy float64 statistics
+    (std comes from np.sqrt), pickled under numpy 1's module names."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # As BTC's training code stores them: numpy scalars (std comes from np.sqrt).
-    torch.save({"model": model.state_dict(), "mean": np.float64(mean), "std": np.float64(std)}, path)
+    torch.save({"model": model.state_dict(), "mean": np.float64(mean), "std": np.float64(std)}, path,
+               pickle_module=_Numpy1Pickle)
     return path
+
+
+class _Numpy1Pickler(pickle._Pickler):
+    """Writes numpy 2's `numpy._core` globals under numpy 1's `numpy.core` (numpy 2 still reads both)."""
+
+    def save_global(self, obj, name=None):
+        module = getattr(obj, "__module__", None) or ""
+        if module.startswith("numpy._core"):
+            name = name or obj.__qualname__
+            self.write(pickle.GLOBAL + f"{module.replace('numpy._core', 'numpy.core', 1)}\n{name}\n".encode())
+            self.memoize(obj)
+            return
+        super().save_global(obj, name)
+
+
+class _Numpy1Pickle:
+    """The pickle module torch.save is given: its Pickler writes numpy 1's names."""
+
+    Pickler = _Numpy1Pickler
+    __name__ = "pickle"

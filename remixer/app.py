@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from remixer.options import add_setup_flags, setup_logging
+from remixer.options import add_setup_flags, setup_logging, use_mirror
 from remixer.errors import RemixerError
 from remixer.request import INPUTS, SPECS, UNSET, InputSpec, RemixRequest
 
@@ -289,6 +289,8 @@ def main(argv: list[str]) -> int:
     """`musicgen-remix app`: set up once, serve the page until Ctrl-C or SIGTERM; 0, or 1 when setup fails."""
     args = _parser().parse_args(argv)
     setup_logging()
+    if not use_mirror(args):
+        return 2
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"musicgen-remix app: warning: {WARN_OPEN.format(host=args.host)}", file=sys.stderr)
     root = Path(tempfile.mkdtemp(prefix="remixer-app-"))

@@ -24,6 +24,7 @@ import fractions
 import functools
 import re
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -91,6 +92,55 @@ def _allin1() -> list[tuple[object, str]]:
     classes = [(getattr(config, name), f"{package}.config.{name}")
                for name in ("Config", "DataConfig", "HarmonixConfig") for package in ("allin1", "allin1_infer")]
     return [*_omegaconf(), *classes, (typing.List, "typing.List")]
+
+
+@dataclass(frozen=True)
+class Published:
+    """What a published checkpoint pickles beside its bytes, as its source states it: every global its pickle
+    names (torch's own tensor rebuilders included), the family that reads it, and who says so."""
+
+    files: tuple[str, ...]  # patterns (fnmatch) of the manifest's names (remixer.weights) it describes
+    family: str
+    names: frozenset[str]
+    source: str
+
+
+# torch pickles every tensor with _rebuild_tensor_v2 and an OrderedDict (its backward hooks), in any container.
+_TENSORS = ("collections.OrderedDict", "torch._utils._rebuild_tensor_v2")
+# OmegaConf 2.3 pickles a config built from YAML (audiocraft's xp.cfg, MBD's band cfg) as its containers, their
+# metadata, AnyNode values and the types the metadata names (DictConfig.__getstate__ / ListConfig).
+_OMEGACONF_PICKLE = ("omegaconf.dictconfig.DictConfig", "omegaconf.base.ContainerMetadata", "omegaconf.base.Metadata",
+                     "omegaconf.nodes.AnyNode", "typing.Any", "builtins.dict", "collections.defaultdict")
+
+PUBLISHED: tuple[Published, ...] = (
+    Published(("musicgen/musicgen-*.th",), OMEGACONF,
+              frozenset({*_TENSORS, *_OMEGACONF_PICKLE, "omegaconf.listconfig.ListConfig", "builtins.int",
+                         "builtins.list", "torch.FloatStorage"}),
+              "audiocraft's solver checkpoint: torch.save of {'xp.cfg': DictConfig, 'model': state_dict} (the "
+              "original predictor reads cfg.lm_model as an attribute, so xp.cfg is a DictConfig, lists as "
+              "ListConfig); float32 state"),
+    Published(("musicongen/state_dict.bin",), OMEGACONF, frozenset({*_TENSORS, "torch.HalfStorage"}),
+              "hub Cyan0731/MusiConGen, its pickle scan: HalfStorage, _rebuild_tensor_v2, OrderedDict (audiocraft's "
+              "export_lm writes xp.cfg as YAML text, so no OmegaConf class)"),
+    Published(("musicongen/compression_state_dict.bin",), OMEGACONF, frozenset(),
+              "audiocraft's export_encodec pointer: plain strings and a bool (589 bytes on the hub)"),
+    Published(("mbd/mbd_musicgen_32khz.th",), OMEGACONF,
+              frozenset({*_TENSORS, *_OMEGACONF_PICKLE, "torch.FloatStorage"}),
+              "audiocraft's MultiBandDiffusion.get_mbd_musicgen reads sample_rate, n_bands and per band an "
+              "OmegaConf cfg with the model and processor states"),
+    Published(("demucs/955717e8-8726e21a.th",), DEMUCS,
+              frozenset({*_TENSORS, "torch.HalfStorage", "demucs.htdemucs.HTDemucs", "fractions.Fraction"}),
+              "demucs states.py serialize_model: klass (the class by reference), args, kwargs (segment a "
+              "Fraction), state as a plain dict of float16 tensors (half=True), training_args as plain data"),
+    Published(("allin1/harmonix-fold?-*.pth",), ALLIN1, frozenset({*_TENSORS, "torch.FloatStorage"}),
+              "hub taejunkim/allinone, its pickle scan: FloatStorage, OrderedDict; the config a plain dict"),
+    Published(("btc/btc_model*.pt",), NUMPY,
+              frozenset({*_TENSORS, "torch.FloatStorage", "numpy.core.multiarray.scalar", "numpy.dtype",
+                         "_codecs.encode"}),
+              "BTC-ISMIR19's training code: torch.save of {'model': state_dict, 'mean', 'std'} with numpy 1.x "
+              "float64 statistics (np.mean, np.sqrt), pickled as numpy.core.multiarray.scalar with its dtype and "
+              "bytes (_codecs.encode)"),
+)
 
 
 _BUILDERS = {OMEGACONF: _omegaconf, NUMPY: _numpy, DEMUCS: _demucs, ALLIN1: _allin1}

@@ -22,7 +22,11 @@ SMOOTHING_FRAMES = 7
 COEFFICIENT_RANGE = (0.5, 2.0)  # chroma_coefficient's range, checked by the request
 
 NOTE_PITCH = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
-# Semitones above the root, per quality (Harte syntax, as BTC's vocabularies use).
+# A scale degree's semitones above the root (Harte 2010; the MusiConGen reference's `interval`: degrees 1-13).
+DEGREE_SEMITONES = {1: 0, 2: 2, 3: 4, 4: 5, 5: 7, 6: 9, 7: 11, 8: 0, 9: 2, 10: 4, 11: 5, 12: 7, 13: 9}
+# Semitones above the root, per quality: Harte's shorthands (BTC's 14 among them) and the qualities the MusiConGen
+# reference's chord table adds (`audiocraft/data/btc_chords.py`, `_shorthands`: add9, 7sus2, 7sus4, 4, 11, min11,
+# 13, maj13, min13). One place we part from it: there `6` is (1,6); here, as in common use, `6` is maj6.
 QUALITY_INTERVALS: dict[str, tuple[int, ...]] = {
     "maj": (0, 4, 7),
     "min": (0, 3, 7),
@@ -41,14 +45,29 @@ QUALITY_INTERVALS: dict[str, tuple[int, ...]] = {
     "9": (0, 2, 4, 7, 10),
     "maj9": (0, 2, 4, 7, 11),
     "min9": (0, 2, 3, 7, 10),
+    "add9": (0, 2, 4, 7),
+    "7sus2": (0, 2, 7, 10),
+    "7sus4": (0, 5, 7, 10),
+    "11": (0, 2, 4, 5, 7, 10),
+    "maj11": (0, 2, 4, 5, 7, 11),
+    "min11": (0, 2, 3, 5, 7, 10),
+    "13": (0, 4, 7, 9, 10),
+    "maj13": (0, 4, 7, 9, 11),
+    "min13": (0, 3, 7, 9, 10),
     "5": (0, 7),
+    "4": (0, 5),
     "1": (0,),
 }
 _ALIASES = {"": "maj", "m": "min", "major": "maj", "minor": "min", "6": "maj6", "m7": "min7",
             "dom7": "7", "m6": "min6", "mmaj7": "minmaj7", "m9": "min9"}
 # The colon is optional so that everyday shorthand reads too: Am, F#m7, Bbmaj7, G7, Csus4.
-LABEL = re.compile(r"^(?P<root>[A-G])(?P<accidentals>[#b]*):?(?P<quality>[^/():]*)"
-                    r"(?:\((?P<extensions>[^)]*)\))?(?:/(?P<bass>[#b]*[1-9][0-9]?|[A-G][#b]*))?$")
+LABEL = re.compile(r"^(?P<root>[A-G])(?P<accidentals>[#b]*)(?P<colon>:?)(?P<quality>[^/():]*)"
+                   r"(?:\((?P<extensions>[^)]*)\))?(?:/(?P<bass>[#b]*[1-9][0-9]?|[A-G][#b]*))?$")
+_DEGREE = re.compile(r"^(?P<omit>\*?)(?P<accidentals>[#b]*)(?P<degree>[0-9]+)$")
+SYNTAX = ("a root (C, F#, Bb), then optionally a quality (maj, min, 7, min7, maj7, dim, hdim7, sus4, add9, ...; "
+          "with or without a colon: Am, A:min, G7, Bbmaj7), a degree list in Harte's syntax (C:(1,b3,5), "
+          "C:min(*5) leaves out the fifth, C:maj(9) adds the ninth) and /bass (a degree, C/b7, or a note, "
+          "C/E); or N for no chord")
 
 
 def recognizer_component(large_vocabulary: bool) -> str:
@@ -80,30 +99,61 @@ class Segment(Protocol):
 
 
 def chord_to_pitch_classes(label: str) -> list[int]:
-    """12 ints (0/1), pitch class 0 = C. N (no chord) and X (unknown) are all zeros."""
+    """12 ints (0/1), pitch class 0 = C: the chord's tones as Harte writes them (quality, then the degree list's
+    added tones and *omissions, then the bass note). N (no chord) and X (unknown) are all zeros."""
     token = label.strip()
     if token in {"N", "X"}:
         return [0] * 12
+    root, semitones, bass = _read(token, label)
+    vector = [0] * 12
+    for interval in semitones:
+        vector[(root + interval) % 12] = 1
+    if bass is not None:  # the bass sounds: C/b7 holds B flat (the reference sets it too)
+        vector[bass] = 1
+    return vector
+
+
+def _read(token: str, label: str) -> tuple[int, set[int], int | None]:
+    """(root pitch class, semitones above it, bass pitch class or None) of a label, or ChordError."""
     match = LABEL.match(token)
     if match is None:
-        raise ChordError(
-            f"cannot read chord {label!r}: write a root (C, F#, Bb) optionally followed by a quality "
-            f"({', '.join(QUALITY_INTERVALS)}, or m, m7, 6; with or without a colon: Am, A:min, G7, Bbmaj7) "
-            f"and /bass, or N for no chord"
-        )
-    quality = match["quality"] if match["quality"] is not None else ""
-    quality = _ALIASES.get(quality, quality)
-    if quality == "" and match["extensions"] is not None:
-        quality = "maj"
-    if quality not in QUALITY_INTERVALS:
-        raise ChordError(f"unknown chord quality {quality!r} in {label!r}; known: {', '.join(QUALITY_INTERVALS)}")
-    root = (NOTE_PITCH[match["root"]] + match["accidentals"].count("#") - match["accidentals"].count("b")) % 12
-    vector = [0] * 12
-    for interval in QUALITY_INTERVALS[quality]:
-        vector[(root + interval) % 12] = 1
-    # An inversion (C/E, C/3) names the bass note; it is already a chord tone
-    # and the chroma holds the chord's pitch classes, so it adds nothing.
-    return vector
+        raise ChordError(f"cannot read chord {label!r}: write {SYNTAX}")
+    quality = match["quality"]
+    if quality == "" and match["colon"] and match["extensions"] is not None:
+        semitones: set[int] = set()  # C:(1,b3,5): exactly the listed degrees
+    else:
+        quality = _ALIASES.get(quality, quality)
+        if quality not in QUALITY_INTERVALS:
+            raise ChordError(f"unknown chord quality {quality!r} in {label!r}; known: {', '.join(QUALITY_INTERVALS)} "
+                             f"(or a degree list, C:(1,b3,5))")
+        semitones = set(QUALITY_INTERVALS[quality])
+    for item in (match["extensions"] or "").split(",") if match["extensions"] is not None else []:
+        step = _degree(item.strip(), label)
+        if item.strip().startswith("*"):
+            semitones.discard(step)
+        else:
+            semitones.add(step)
+    root = _pitch(match["root"], match["accidentals"])
+    bass = match["bass"]
+    if not bass:
+        return root, semitones, None
+    if bass[0] in NOTE_PITCH:
+        return root, semitones, _pitch(bass[0], bass[1:])
+    return root, semitones, (root + _degree(bass, label)) % 12
+
+
+def _pitch(note: str, accidentals: str) -> int:
+    return (NOTE_PITCH[note] + accidentals.count("#") - accidentals.count("b")) % 12
+
+
+def _degree(text: str, label: str) -> int:
+    """A degree ('b3', '#5', '*5', '9') as semitones above the root, 0-11."""
+    match = _DEGREE.match(text)
+    if match is None or int(match["degree"]) not in DEGREE_SEMITONES:
+        raise ChordError(f"cannot read the degree {text!r} in chord {label!r}: a degree is 1 to 13 with optional "
+                         f"flats or sharps before it (b3, #5, 9) and * to leave it out (*5)")
+    accidentals = match["accidentals"]
+    return (DEGREE_SEMITONES[int(match["degree"])] + accidentals.count("#") - accidentals.count("b")) % 12
 
 
 def _frame(seconds: float) -> int:
@@ -111,18 +161,27 @@ def _frame(seconds: float) -> int:
     return int(math.floor(seconds / FRAME_SECONDS + 0.5))
 
 
+# Harte's shorthands that mir_eval reads (mir_eval.chord.QUALITIES); others are written as degree lists.
+_MIR_EVAL_QUALITIES = {"maj", "min", "dim", "aug", "min6", "maj6", "min7", "minmaj7", "maj7", "7", "dim7", "hdim7",
+                       "sus2", "sus4", "9", "maj9", "min9", "11", "maj11", "min11", "13", "maj13", "min13", "5", "1"}
+_SEMITONE_DEGREES = ("1", "b2", "2", "b3", "3", "4", "b5", "5", "b6", "6", "b7", "7")
+
+
 def harte(label: str) -> str:
-    """A chord label in Harte syntax (what mir_eval reads): 'Am' -> 'A:min', 'G7' -> 'G:7', BTC's 'C' ->
-    'C:maj'; N and X stay. Inversions and added tones are dropped (they do not change majmin or tetrads)."""
+    """A chord label in Harte syntax as mir_eval reads it: 'Am' -> 'A:min', 'G7' -> 'G:7', BTC's 'C' ->
+    'C:maj'; a quality mir_eval lacks, or a degree list, as the degree list of its tones ('C:add9' ->
+    'C:(1,2,3,5)'); N and X stay. Inversions are dropped (they change neither majmin nor tetrads)."""
     token = label.strip()
     if token in {"N", "X"}:
         return token
-    chord_to_pitch_classes(token)  # raises ChordError for a label we cannot read
+    root, semitones, _ = _read(token, label)
     match = LABEL.match(token)
-    quality = _ALIASES.get(match["quality"], match["quality"])
-    if quality == "" and match["extensions"] is not None:
-        quality = "maj"
-    return f"{match['root']}{match['accidentals']}:{quality}"
+    name = f"{match['root']}{match['accidentals']}"
+    quality = _ALIASES.get(match["quality"], match["quality"]) if not (match["colon"] and match["quality"] == ""
+                                                                       and match["extensions"] is not None) else ""
+    if quality in _MIR_EVAL_QUALITIES and set(QUALITY_INTERVALS[quality]) == semitones:
+        return f"{name}:{quality}"
+    return f"{name}:({','.join(_SEMITONE_DEGREES[s] for s in sorted(semitones))})"
 
 
 def frame_count(duration: float) -> int:
@@ -173,7 +232,8 @@ BEATS_PER_BAR_WITHOUT_DOWNBEATS = 4  # 4/4 when only a tempo is known
 
 def parse_progression(text: str) -> list[str]:
     """'C G Am F' (one chord per bar) -> labels, each checked; an unknown one names the accepted forms."""
-    labels = text.replace(",", " ").replace("|", " ").split()
+    # Commas and bars separate chords, except a comma inside a degree list: C:(1,b3,5).
+    labels = re.sub(r",(?![^()]*\))", " ", text).replace("|", " ").split()
     if not labels:
         raise ChordError("no chords given: write one chord per bar, e.g. 'C G Am F'")
     for label in labels:

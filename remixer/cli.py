@@ -7,7 +7,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from remixer.options import add_setup_flags, setup_logging
+from remixer.options import add_setup_flags, setup_logging, use_mirror
 from remixer.request import INPUTS, RemixRequest, RequestError
 
 
@@ -17,7 +17,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Remix SONG in the style of --prompt, keeping its vocals, chords and bars.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         epilog="Many songs: musicgen-remix batch MANIFEST --out DIR (see musicgen-remix batch --help). "
-               "In the browser: musicgen-remix app (see musicgen-remix app --help).",
+               "In the browser: musicgen-remix app (see musicgen-remix app --help). The model files: "
+               "musicgen-remix weights --check (see musicgen-remix weights --help).",
     )
     parser.add_argument("music_input", metavar="SONG",
                         help=next(s for s in INPUTS if s.name == "music_input").description)
@@ -49,12 +50,18 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["batch"]:  # a song named "batch" is ./batch
         return batch_main(argv[1:])
+    if argv[:1] == ["weights"]:  # a song named "weights" is ./weights
+        from remixer.weights import main as weights_main
+
+        return weights_main(argv[1:], prog="musicgen-remix weights")
     if argv[:1] == ["app"]:  # a song named "app" is ./app
         from remixer.app import main as app_main
 
         return app_main(argv[1:])
     args = _parser().parse_args(argv)
     setup_logging()
+    if not use_mirror(args):
+        return 2
     values = {spec.name: getattr(args, spec.name) for spec in INPUTS}
     try:
         request = RemixRequest.from_inputs(**values)
@@ -152,6 +159,8 @@ def batch_main(argv: list[str]) -> int:
     """`musicgen-remix batch`: 0 when every row is done, 1 when some failed, 2 for a bad manifest, 130 stopped."""
     args = _batch_parser().parse_args(argv)
     setup_logging()
+    if not use_mirror(args):
+        return 2
     from remixer.batch import run_batch
     from remixer.errors import RemixerError
     from remixer.manifest import ManifestError

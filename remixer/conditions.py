@@ -28,7 +28,7 @@ from typing import Sequence
 import numpy as np
 
 from remixer import musicgen
-from remixer.chords import LABEL, NOTE_PITCH, Segment, chord_to_pitch_classes
+from remixer.chords import Segment, chord_to_pitch_classes
 
 # One frame per EnCodec token (musicgen's 50 Hz), a float: the reference multiplies seconds by 50.0.
 FRAME_RATE = float(musicgen.FRAME_RATE)
@@ -64,37 +64,13 @@ class WindowFrames:
 
 
 def chord_vector(label: str) -> np.ndarray:
-    """12 values for a chord label: its tones as absolute pitch classes (N: zeros, X: all -1), and a slash
-    bass's note (the reference sets the bass interval too: C/b7 holds B flat).
-
-    Every quality our parser reads (remixer.chords: BTC's 14 and the common extras) has the tones of the
-    reference's table; added tones in parentheses are not heard (BTC never names them); a label our parser
-    cannot read raises ChordError."""
+    """12 values for a chord label: its tones as absolute pitch classes (N: zeros, X: all -1), read as the
+    chord chroma reads them (remixer.chords: Harte's degree lists, omissions and added tones, and the slash
+    bass, which the reference sets too: C/b7 holds B flat); a label we cannot read raises ChordError."""
     token = label.strip()
     if token == "X":
         return -np.ones(12)
-    vector = np.asarray(chord_to_pitch_classes(token), dtype=np.float64)
-    bass = bass_pitch_class(token)
-    if bass is not None:
-        vector[bass] = 1
-    return vector
-
-
-_DEGREES = {1: 0, 2: 2, 3: 4, 4: 5, 5: 7, 6: 9, 7: 11, 9: 2, 11: 5, 13: 9}
-
-
-def bass_pitch_class(label: str) -> int | None:
-    """The pitch class a slash names, as a degree of the root ('C/b7': 10) or a note ('C/Bb': 10); None
-    without a slash."""
-    match = LABEL.match(label)
-    if match is None or not match["bass"]:
-        return None
-    root = (NOTE_PITCH[match["root"]] + match["accidentals"].count("#") - match["accidentals"].count("b")) % 12
-    bass = match["bass"]
-    if bass[0] in NOTE_PITCH:
-        return (NOTE_PITCH[bass[0]] + bass.count("#") - bass.count("b")) % 12
-    degree = int(bass.lstrip("#b"))
-    return (root + _DEGREES.get(degree, 0) + bass.count("#") - bass.count("b")) % 12
+    return np.asarray(chord_to_pitch_classes(token), dtype=np.float64)
 
 
 def frame_count(duration: float) -> int:

@@ -93,6 +93,49 @@ def fetch_all(jobs: Iterable[Job], settings: Settings = Settings(), progress_fac
             bar.close()
 
 
+@dataclass(frozen=True)
+class Remote:
+    """What a server says of a URL without sending the file: there or not, its size when it says, how asked."""
+
+    present: bool
+    size: int | None
+    method: str  # "HEAD", or "GET bytes=0-0" where HEAD was refused
+    problem: str = ""  # why not present: HTTP status or the network error
+
+
+_HEAD_REFUSED = {400, 403, 405, 501}  # what servers answer a HEAD they do not serve (S3 presigned URLs: 403)
+
+
+def ask(url: str, timeout_s: float = TIMEOUT_S) -> Remote:
+    """Ask the server for `url`'s size: a HEAD, or a one-byte range request where HEAD is refused."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout_s) as response:
+            length = response.headers.get("Content-Length")
+            return Remote(True, int(length) if length is not None else None, "HEAD")
+    except urllib.error.HTTPError as error:
+        if error.code not in _HEAD_REFUSED:
+            return Remote(False, None, "HEAD", f"HTTP {error.code}")
+    except (urllib.error.URLError, OSError, TimeoutError) as error:
+        return Remote(False, None, "HEAD", _network_problem(error))
+    method = "GET bytes=0-0"
+    try:
+        request = urllib.request.Request(url, headers={"Range": "bytes=0-0"})
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            match = re.match(r"bytes 0-0/(\d+)", response.headers.get("Content-Range", ""))
+            length = response.headers.get("Content-Length")
+            size = int(match.group(1)) if match else (int(length) if response.status == 200 and length else None)
+            return Remote(True, size, method)
+    except urllib.error.HTTPError as error:
+        return Remote(False, None, method, f"HTTP {error.code}")
+    except (urllib.error.URLError, OSError, TimeoutError) as error:
+        return Remote(False, None, method, _network_problem(error))
+
+
+def _network_problem(error: Exception) -> str:
+    reason = getattr(error, "reason", None) or error
+    return f"unreachable ({reason})"
+
+
 def _probe(job: Job, settings: Settings) -> tuple[bool, int | None]:
     """(server does ranges, total size) from a one-byte range request."""
     request = urllib.request.Request(job.url, headers={"Range": "bytes=0-0"})

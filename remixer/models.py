@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import threading
 from collections import OrderedDict
@@ -221,7 +222,7 @@ class ModelCache:
             if key in self._models:
                 self._models.move_to_end(key)
                 return self._models[key][0]
-            need = _estimated_bytes(th_path)
+            need = estimated_bytes(th_path, torch.device(device))
             while self._models and sum(size for _, size in self._models.values()) + need > self.budget:
                 evicted, _ = self._models.popitem(last=False)
                 log.info("unloading %s to make room", Path(evicted[0]).name)
@@ -237,8 +238,20 @@ class ModelCache:
         return (str(path), str(device)) in self._models
 
 
-def _estimated_bytes(th_path: Path) -> int:
-    return th_path.stat().st_size  # float32 on disk and in memory, within a few percent
+def estimated_bytes(th_path: Path, device: torch.device) -> int:
+    """The bytes a checkpoint's weights take once loaded on `device`: every tensor's elements times the size
+    of the dtype it is held in (float32; the decoder in 16 bits on CUDA), not the file's size (MusiConGen's
+    file is float16 and is held as float32: twice its size on a CPU). Read from the converted file's header."""
+    from safetensors import safe_open
+
+    cache = convert_checkpoint(th_path)
+    cuda_bytes = torch.empty((), dtype=_cuda_decoder_dtype()).element_size() if device.type == "cuda" else 4
+    total = 0
+    with safe_open(str(cache / STATE_FILE), framework="pt") as tensors:
+        for name in tensors.keys():
+            elements = math.prod(tensors.get_slice(name).get_shape())
+            total += elements * (cuda_bytes if name.startswith("decoder.") else 4)
+    return total
 
 
 def _default_budget() -> int:

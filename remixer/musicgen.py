@@ -34,8 +34,10 @@ class Sampling:
 
     @property
     def guided(self) -> bool:
-        """A scale of 1 (or 0) is the condition alone: one row, no null condition."""
-        return self.classifier_free_guidance is not None and self.classifier_free_guidance > 1
+        """Whether the null condition is decoded too. audiocraft (models/lm.py) mixes
+        null + (condition - null) * scale: a scale of 1 is the condition alone (one row, no null), 0 the
+        unconditional model (the null row decides), anything else both."""
+        return self.classifier_free_guidance is not None and self.classifier_free_guidance != 1
 
 
 class GenerationError(RemixerError):

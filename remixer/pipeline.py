@@ -38,7 +38,6 @@ class OutOfGPUMemory(RemixerError):
 Analysis = SongAnalysis  # what the song is made of, on its timeline (remixer.analysis)
 STEM_OUTPUTS = ("drums", "bass", "other", "vocals")
 # What a Remixer loads at setup; MusicGen-Chord (per model_version) and MBD load on first use.
-SETUP_COMPONENTS = ["htdemucs", "allin1", "btc-large-voca", "btc-majmin", "t5", "encodec"]
 
 
 @dataclass
@@ -115,7 +114,7 @@ class Remixer:
         self.offline = offline
         self.setup_timings: dict[str, float] = {}
         with _stage("download", self.setup_timings, quiet=True):  # every missing file at once, in ranges
-            weights.ensure(SETUP_COMPONENTS, self.weights_dir, offline=offline)
+            weights.ensure(weights.SETUP_COMPONENTS, self.weights_dir, offline=offline)
         if (self.weights_dir / TINY_MARKER).exists():
             log.warning("the weights in %s are small random test weights: remixes made with them are noise",
                         self.weights_dir)
@@ -144,10 +143,7 @@ class Remixer:
                  offline: bool | None = None) -> None:
         """Fetch (and convert) every file that remixes with these model versions need, without loading a
         model: a batch driver does this once before its workers each set up a Remixer."""
-        components = SETUP_COMPONENTS + [musicgen.component_for(v) for v in versions]
-        if with_mbd:
-            components.append(mbd.COMPONENT)
-        weights.ensure(components, weights_dir, offline=offline)
+        weights.ensure(weights.components_for(versions, with_mbd), weights_dir, offline=offline)
         for version in versions:
             path = weights.paths_of(musicgen.component_for(version), weights_dir, offline)[0]
             conversion.convert_checkpoint(path)

@@ -76,7 +76,9 @@ INPUTS: tuple[InputSpec, ...] = (
     InputSpec("temperature", float, _SAMPLING.temperature,
               "Sampling temperature (> 0); higher is more adventurous.", ge=0.0),
     InputSpec("classifier_free_guidance", int, int(_SAMPLING.classifier_free_guidance),
-              "How closely to follow the prompt and chords; higher is closer, less varied.", ge=0),
+              "How closely to follow the prompt and chords (audiocraft's cfg_coef): 1 follows them as the model "
+              "learned, higher follows them more closely and varies less, 0 ignores them (the unconditional "
+              "model).", ge=0),
     InputSpec("output_format", str, "wav", "Output file format: wav (16-bit) or mp3 (320 kbps).",
               choices=FORMATS),
     InputSpec("return_instrumental", bool, False, "Also return the new instrumental without vocals."),

@@ -12,6 +12,7 @@ import argparse
 import logging
 import os
 import sys
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -39,7 +40,7 @@ class WeightsError(RemixerError, RuntimeError):
 
 @dataclass(frozen=True)
 class WeightFile:
-    """One model file: where it lives locally and where it comes from."""
+    """One model file: where it lives locally, where it comes from, and who says so (`source`)."""
 
     component: str
     name: str  # path relative to the weights directory
@@ -47,11 +48,12 @@ class WeightFile:
     licence: str
     sha256: str | None = None  # full digest, or a prefix (demucs publishes 8 hex digits)
     size: int | None = None
+    source: str = ""  # where the URL, the digest or size, and the layout are stated
 
 
-def _hf(component: str, repo: str, filename: str, licence: str, local: str | None = None) -> WeightFile:
-    return WeightFile(component, local or f"{component}/{filename}",
-                      f"{_HF}/{repo}/resolve/main/{filename}", licence)
+def _hf(component: str, repo: str, filename: str, licence: str, source: str) -> WeightFile:
+    return WeightFile(component, f"{component}/{filename}", f"{_HF}/{repo}/resolve/main/{filename}", licence,
+                      source=f"hub {repo} (its file list); {source}")
 
 
 _ALLIN1_FOLDS = {
@@ -59,33 +61,57 @@ _ALLIN1_FOLDS = {
     4: "1bql5qo0", 5: "x4z5zeef", 6: "x7t226rq", 7: "qwwskhg6",
 }
 
+_MUSICGEN_CHORD_SOURCE = (
+    "URL: the original predictors' predict.py (sakemin/cog-musicgen-chord, pget of "
+    "weights.replicate.delivery/default/musicgen-chord/musicgen-<version>.th); layout: audiocraft's "
+    "checkpoint, xp.cfg an OmegaConf DictConfig (read by audiocraft's get_lm_model(cfg)) and model, the LM "
+    "state dict")
+# demucs names a file <signature>-<first 8 hex digits of its sha256>.th (demucs/states.py save_with_checksum;
+# demucs/repo.py check_checksum and torch.hub's check_hash read the part after the dash back as the digest).
+_HTDEMUCS_FILE = "955717e8-8726e21a.th"
+
 MANIFEST: tuple[WeightFile, ...] = (
     *(
         WeightFile(f"musicgen-{version}", f"musicgen/musicgen-{version}.th",
-                   f"{_REPLICATE}/musicgen-{version}.th", CC_BY_NC)
+                   f"{_REPLICATE}/musicgen-{version}.th", CC_BY_NC, source=_MUSICGEN_CHORD_SOURCE)
         for version in ("chord", "chord-large", "stereo-chord", "stereo-chord-large")
     ),
     # MusiConGen (fine-tuned from MusicGen-Melody, so CC-BY-NC like it; its code is MIT): the LM as its export
     # writes it, and a pointer to EnCodec 32 kHz (the "encodec" component below), read only to check that.
-    _hf("musicongen", "Cyan0731/MusiConGen", "state_dict.bin", CC_BY_NC),
-    _hf("musicongen", "Cyan0731/MusiConGen", "compression_state_dict.bin", CC_BY_NC),
-    _hf("encodec", "facebook/encodec_32khz", "config.json", CC_BY_NC),
-    _hf("encodec", "facebook/encodec_32khz", "model.safetensors", CC_BY_NC),
-    _hf("t5", "google-t5/t5-base", "config.json", APACHE),
-    _hf("t5", "google-t5/t5-base", "model.safetensors", APACHE),
-    _hf("t5", "google-t5/t5-base", "tokenizer.json", APACHE),
-    _hf("mbd", "facebook/multiband-diffusion", "mbd_musicgen_32khz.th", CC_BY_NC),
-    WeightFile("htdemucs", "demucs/955717e8-8726e21a.th",
-               "https://dl.fbaipublicfiles.com/demucs/hybrid_transformer/955717e8-8726e21a.th",
-               MIT, sha256="955717e8"),
+    _hf("musicongen", "Cyan0731/MusiConGen", "state_dict.bin", CC_BY_NC,
+        "2.77 GB float16 (the hub's pickle scan: HalfStorage, _rebuild_tensor_v2, OrderedDict); layout: "
+        "audiocraft's export_lm (best_state, xp.cfg as YAML text, version, exported); licence: the MusiConGen "
+        "README (audiocraft's weights licence, CC-BY-NC 4.0; the hub tag says MIT)"),
+    _hf("musicongen", "Cyan0731/MusiConGen", "compression_state_dict.bin", CC_BY_NC,
+        "589 bytes: audiocraft's export_encodec pointer {pretrained: facebook/encodec_32khz, exported, version}"),
+    _hf("encodec", "facebook/encodec_32khz", "config.json", CC_BY_NC, "transformers' EncodecModel layout"),
+    _hf("encodec", "facebook/encodec_32khz", "model.safetensors", CC_BY_NC, "transformers' EncodecModel layout"),
+    _hf("t5", "google-t5/t5-base", "config.json", APACHE, "transformers' T5 layout"),
+    _hf("t5", "google-t5/t5-base", "model.safetensors", APACHE, "transformers' T5 layout"),
+    _hf("t5", "google-t5/t5-base", "tokenizer.json", APACHE, "transformers' T5 layout"),
+    _hf("mbd", "facebook/multiband-diffusion", "mbd_musicgen_32khz.th", CC_BY_NC,
+        "layout: audiocraft's MultiBandDiffusion.get_mbd_musicgen (sample_rate, n_bands, per band an "
+        "OmegaConf cfg and the model and processor states)"),
+    WeightFile("htdemucs", f"demucs/{_HTDEMUCS_FILE}",
+               f"https://dl.fbaipublicfiles.com/demucs/hybrid_transformer/{_HTDEMUCS_FILE}", MIT,
+               sha256="8726e21a",
+               source="URL: demucs' remote/files.txt and remote/htdemucs.yaml (model 955717e8); digest: the 8 hex "
+                      "digits after the dash (demucs states.py save_with_checksum, repo.py check_checksum); "
+                      "layout: demucs states.py serialize_model (klass, args, kwargs, state in float16, "
+                      "training_args)"),
     *(
-        _hf("allin1", "taejunkim/allinone", f"harmonix-fold{fold}-{tag}.pth", MIT)
+        _hf("allin1", "taejunkim/allinone", f"harmonix-fold{fold}-{tag}.pth", MIT,
+            "names: all-in-one's models/loaders.py NAME_TO_FILE; the hub's pickle scan: FloatStorage, "
+            "OrderedDict, a plain dict config")
         for fold, tag in _ALLIN1_FOLDS.items()
     ),
-    WeightFile("btc-large-voca", "btc/btc_model_large_voca.pt",
-               "https://github.com/jayg996/BTC-ISMIR19/raw/master/test/btc_model_large_voca.pt", MIT),
-    WeightFile("btc-majmin", "btc/btc_model.pt",
-               "https://github.com/jayg996/BTC-ISMIR19/raw/master/test/btc_model.pt", MIT),
+    *(
+        WeightFile(f"btc-{kind}", f"btc/{filename}",
+                   f"https://github.com/jayg996/BTC-ISMIR19/raw/master/test/{filename}", MIT,
+                   source="github jayg996/BTC-ISMIR19 test/ (plain git blobs; its test.py loads them); layout: "
+                          "model, mean, std (numpy scalars from its training code)")
+        for kind, filename in (("large-voca", "btc_model_large_voca.pt"), ("majmin", "btc_model.pt"))
+    ),
 )
 
 COMPONENTS: tuple[str, ...] = tuple(dict.fromkeys(f.component for f in MANIFEST))
@@ -95,6 +121,32 @@ def weights_dir(directory: str | os.PathLike | None = None) -> Path:
     """The weights directory: explicit, else $REMIXER_WEIGHTS_DIR, else ./weights."""
     chosen = directory or os.environ.get("REMIXER_WEIGHTS_DIR") or DEFAULT_DIR
     return Path(chosen).expanduser().resolve()
+
+
+MIRROR_ENV = "REMIXER_WEIGHTS_MIRROR"
+
+
+def mirror_base(mirror: str | None = None) -> str | None:
+    """The mirror every download goes to instead of the files' own hosts: `mirror`, else $REMIXER_WEIGHTS_MIRROR;
+    None when neither is set. Checked: an http(s) URL."""
+    chosen = (mirror or os.environ.get(MIRROR_ENV, "")).strip()
+    if not chosen:
+        return None
+    parts = urllib.parse.urlsplit(chosen)
+    if parts.scheme not in {"http", "https"} or not parts.netloc or parts.query or parts.fragment:
+        raise WeightsError(f"the weights mirror must be an http(s) URL such as https://models.example.com/mirror "
+                           f"(got {chosen!r}; set by --weights-mirror or {MIRROR_ENV})")
+    return chosen.rstrip("/")
+
+
+def url_of(file: WeightFile, mirror: str | None = None) -> str:
+    """Where `file` is fetched from: its own URL, or with a mirror the mirror's base followed by the URL's path
+    (https://huggingface.co/facebook/encodec_32khz/resolve/main/config.json -> <mirror>/facebook/encodec_32khz/
+    resolve/main/config.json), so one copy of the sources' folder trees serves every file."""
+    base = mirror_base(mirror)
+    if base is None:
+        return file.url
+    return base + urllib.parse.urlsplit(file.url).path
 
 
 def offline_mode() -> bool:
@@ -122,15 +174,17 @@ def ensure(
     directory: str | os.PathLike | None = None,
     offline: bool | None = None,
     progress: bool = True,
+    mirror: str | None = None,
 ) -> Path:
-    """Make sure every file of `components` is present; download what is missing."""
+    """Make sure every file of `components` is present; download what is missing (from `mirror` when given,
+    else $REMIXER_WEIGHTS_MIRROR, else the files' own hosts)."""
     root = weights_dir(directory)
     absent = missing(files_of(components), root)
     if not absent:
         return root
     if offline if offline is not None else offline_mode():
         raise WeightsError(_offline_message(absent, root))
-    fetch_all(absent, root, progress=progress)
+    fetch_all(absent, root, progress=progress, mirror=mirror)
     return root
 
 
@@ -144,7 +198,7 @@ def paths_of(component: str, directory: str | os.PathLike | None = None, offline
 
 def _offline_message(absent: list[WeightFile], root: Path) -> str:
     lines = [f"{len(absent)} model file(s) missing from {root} and downloads are off:"]
-    lines += [f"  {root / f.name}  <- {f.url}" for f in absent]
+    lines += [f"  {root / f.name}  <- {f.url}" for f in absent]  # the source: a mirror holds the same paths
     lines.append(
         "Download them there (or run `python -m remixer.weights download`), point "
         "REMIXER_WEIGHTS_DIR at a folder that has them, or for a test run write small "
@@ -153,16 +207,18 @@ def _offline_message(absent: list[WeightFile], root: Path) -> str:
     return "\n".join(lines)
 
 
-def fetch(file: WeightFile, directory: str | os.PathLike | None = None, progress: bool = True) -> Path:
+def fetch(file: WeightFile, directory: str | os.PathLike | None = None, progress: bool = True,
+          mirror: str | None = None) -> Path:
     """Download one file (parallel byte ranges when the server allows, resuming a previous attempt)."""
-    return fetch_all([file], directory, progress)[0]
+    return fetch_all([file], directory, progress, mirror)[0]
 
 
 def fetch_all(files: list[WeightFile], directory: str | os.PathLike | None = None,
-              progress: bool = True) -> list[Path]:
-    """Download several files at once within one connection budget, with one progress bar for the set."""
+              progress: bool = True, mirror: str | None = None) -> list[Path]:
+    """Download several files at once within one connection budget, with one progress bar for the set; a
+    mirror's copy is checked against the same digests and sizes."""
     root = weights_dir(directory)
-    jobs = [download.Job(f.url, root / f.name, f.size, f.sha256) for f in files]
+    jobs = [download.Job(url_of(f, mirror), root / f.name, f.size, f.sha256) for f in files]
     label = files[0].name if len(files) == 1 else f"{len(files)} model files"
 
     def bar(total: int | None):
@@ -175,24 +231,123 @@ def fetch_all(files: list[WeightFile], directory: str | os.PathLike | None = Non
         raise WeightsError(str(error)) from None
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m remixer.weights`: fetch every file (or those of --only) and report."""
-    parser = argparse.ArgumentParser(prog="python -m remixer.weights", description=__doc__)
-    parser.add_argument("action", choices=["list", "download"])
+# What every remix loads at setup (remixer.pipeline.Remixer); a model version and MBD add their own.
+SETUP_COMPONENTS: tuple[str, ...] = ("htdemucs", "allin1", "btc-large-voca", "btc-majmin", "t5", "encodec")
+
+
+def components_for(versions: Iterable[str], with_mbd: bool = False) -> list[str]:
+    """The components remixes with these model versions need (MBD's when asked)."""
+    from remixer import musicgen
+
+    try:
+        chosen = [musicgen.component_for(v) for v in versions]
+    except musicgen.GenerationError as error:
+        raise WeightsError(str(error)) from None
+    return list(dict.fromkeys([*SETUP_COMPONENTS, *chosen, *(["mbd"] if with_mbd else [])]))
+
+
+@dataclass(frozen=True)
+class FileCheck:
+    """One file as the server and the disk have it."""
+
+    file: WeightFile
+    url: str
+    remote: download.Remote
+    local_size: int | None  # None: not on disk
+    local_digest_ok: bool | None  # None: not on disk, or no digest known
+
+    @property
+    def size_agrees(self) -> bool | None:
+        """The server's size against the manifest's (None where either does not say)."""
+        if self.remote.size is None or self.file.size is None:
+            return None
+        return self.remote.size == self.file.size
+
+    @property
+    def ok(self) -> bool:
+        return self.remote.present and self.size_agrees is not False and self.local_digest_ok is not False
+
+    def line(self) -> str:
+        """One line of `weights --check`: the file, the server's answer, the manifest's size, the disk."""
+        if self.remote.present:
+            size = f"{self.remote.size:,} bytes" if self.remote.size is not None else "size not given"
+            agrees = {None: "", True: ", as the manifest says",
+                      False: f", the manifest says {self.file.size:,}"}[self.size_agrees]
+            there = f"there ({size}{agrees}; {self.remote.method})"
+        else:
+            there = f"MISSING ({self.remote.problem}; {self.remote.method})"
+        if self.local_size is None:
+            disk = "not on disk"
+        else:
+            digest = {None: "", True: ", digest ok", False: ", DIGEST WRONG (delete it and download again)"}[
+                self.local_digest_ok]
+            disk = f"on disk {self.local_size:,} bytes{digest}"
+        return f"{'ok ' if self.ok else 'BAD'} {self.file.name:48} {there}; {disk}  <- {self.url}"
+
+
+def check(files: Iterable[WeightFile], directory: str | os.PathLike | None = None, mirror: str | None = None,
+          timeout_s: float = download.TIMEOUT_S) -> list[FileCheck]:
+    """Ask the server for every file (nothing is downloaded) and look at what the disk holds, in parallel."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    root = weights_dir(directory)
+    files = list(files)
+
+    def one(file: WeightFile) -> FileCheck:
+        url = url_of(file, mirror)
+        local = root / file.name
+        size = local.stat().st_size if local.is_file() else None
+        digest_ok = (download.sha256_of(local).startswith(file.sha256)
+                     if size is not None and file.sha256 else None)
+        return FileCheck(file, url, download.ask(url, timeout_s), size, digest_ok)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(one, files))
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m remixer.weights") -> int:
+    """`musicgen-remix weights` / `python -m remixer.weights`: list, --check or download the model files."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", nargs="?", choices=["list", "download"], default="list",
+                        help="list (default): what is on disk; download: fetch what is missing")
     parser.add_argument("components", nargs="*", help=f"default: all ({', '.join(COMPONENTS)})")
-    parser.add_argument("--dir", help="weights directory (default $REMIXER_WEIGHTS_DIR or ./weights)")
+    parser.add_argument("--check", action="store_true",
+                        help="ask the server (HEAD, or a one-byte range request) for every file, download nothing, "
+                             "and compare with the manifest and the disk; exit 1 when anything is missing or wrong")
+    parser.add_argument("--versions", nargs="+", metavar="VERSION",
+                        help="the files remixes with these model versions need (instead of components)")
+    parser.add_argument("--mbd", action="store_true", help="with --versions: Multi-Band Diffusion's file too")
+    parser.add_argument("--dir", "--weights-dir", dest="dir",
+                        help="weights directory (default $REMIXER_WEIGHTS_DIR or ./weights)")
+    parser.add_argument("--mirror", "--weights-mirror", dest="mirror",
+                        help=f"fetch from this base URL instead of each file's host, keeping the paths "
+                             f"(default ${MIRROR_ENV})")
     parser.add_argument("--offline", action="store_true", help="never touch the network")
     args = parser.parse_args(argv)
-    components = args.components or list(COMPONENTS)
     root = weights_dir(args.dir)
     try:
+        components = (components_for(args.versions, args.mbd) if args.versions
+                      else args.components or list(COMPONENTS))
+        files = files_of(components)
+        if args.check:
+            if args.offline:
+                raise WeightsError("--check asks the server; it cannot run with --offline")
+            results = check(files, root, args.mirror)
+            for result in results:
+                print(result.line())
+            bad = [r for r in results if not r.ok]
+            known = sum(r.remote.size or 0 for r in results)
+            print(f"{len(results) - len(bad)} of {len(results)} files ok ({known / 1e9:.2f} GB on the server)"
+                  + (f"; {len(bad)} missing or wrong" if bad else ""))
+            return 1 if bad else 0
         if args.action == "list":
-            absent = set(f.name for f in missing(files_of(components), root))
-            for f in files_of(components):
+            absent = set(f.name for f in missing(files, root))
+            for f in files:
                 state = "missing" if f.name in absent else "present"
                 print(f"{state:8} {f.component:20} {f.licence:12} {root / f.name}")
         else:
-            ensure(components, root, offline=args.offline)
+            ensure(components, root, offline=args.offline, mirror=args.mirror)
             print(f"all files present in {root}")
     except WeightsError as error:
         print(f"error: {error}", file=sys.stderr)

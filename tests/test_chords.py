@@ -158,3 +158,76 @@ def test_song_shorter_than_a_window_is_tiled():
         piece = window[repeat:repeat + len(song)]
         assert np.array_equal(piece, song[:len(piece)])
     assert not np.array_equal(window, np.pad(song, ((0, 235 - len(song)), (0, 0))))  # not zero padded
+
+
+# --- typed chords as Harte writes them, against the MusiConGen reference -----------------------------------
+
+# The MusiConGen reference's chord table (github.com/Cyan0731/MusiConGen, audiocraft/audiocraft/data/btc_chords.py,
+# Chords._shorthands), copied as facts: each quality's degree list.
+REFERENCE_SHORTHANDS = {
+    "maj": "1,3,5", "min": "1,b3,5", "dim": "1,b3,b5", "aug": "1,3,#5", "maj7": "1,3,5,7", "min7": "1,b3,5,b7",
+    "7": "1,3,5,b7", "6": "1,6", "5": "1,5", "4": "1,4", "1": "1", "dim7": "1,b3,b5,bb7", "hdim7": "1,b3,b5,b7",
+    "minmaj7": "1,b3,5,7", "maj6": "1,3,5,6", "min6": "1,b3,5,6", "9": "1,3,5,b7,9", "maj9": "1,3,5,7,9",
+    "min9": "1,b3,5,b7,9", "add9": "1,3,5,9", "sus2": "1,2,5", "sus4": "1,4,5", "7sus2": "1,2,5,b7",
+    "7sus4": "1,4,5,b7", "11": "1,3,5,b7,9,11", "min11": "1,b3,5,b7,9,11", "13": "1,3,5,b7,13",
+    "maj13": "1,3,5,7,13", "min13": "1,b3,5,b7,13",
+}
+# Where we part from it on purpose (SPEC 18): `6` is maj6 in common use, (1,6) there.
+OURS_NOT_THE_REFERENCE = {"6": "1,3,5,6"}
+MAJOR_SCALE = [0, 2, 4, 5, 7, 9, 11]  # degree d (1-based) is MAJOR_SCALE[(d-1) % 7] semitones, then its flats/sharps
+
+
+def reference_pitch_classes(root: str, degrees: str) -> list[int]:
+    vector = [0] * 12
+    for degree in degrees.split(","):
+        number = int(degree.lstrip("#b"))
+        step = MAJOR_SCALE[(number - 1) % 7] + degree.count("#") - degree.count("b")
+        vector[(NOTE[root] + step) % 12] = 1
+    return vector
+
+
+@pytest.mark.parametrize("quality", list(REFERENCE_SHORTHANDS))
+def test_every_quality_of_the_reference_table_reads_as_its_degrees(quality):
+    degrees = OURS_NOT_THE_REFERENCE.get(quality, REFERENCE_SHORTHANDS[quality])
+    for root in ("C", "F#", "A"):
+        assert chord_to_pitch_classes(f"{root}:{quality}") == reference_pitch_classes(root, degrees), quality
+        # The same chord spelled as Harte's degree list.
+        assert chord_to_pitch_classes(f"{root}:({degrees})") == reference_pitch_classes(root, degrees)
+
+
+@pytest.mark.parametrize("label,notes", [
+    # SPEC 18, each tried against the reference's chord_intervals.
+    ("C:(1,b3,5)", ("C", "D#", "G")), ("C:(1,5)", ("C", "G")), ("C:min(*5)", ("C", "D#")),
+    ("C:maj(9)", ("C", "D", "E", "G")), ("C:min7(11)", ("C", "D#", "F", "G", "A#")),
+    ("C:sus4(b7)", ("C", "F", "G", "A#")), ("C:7sus4", ("C", "F", "G", "A#")), ("C:add9", ("C", "D", "E", "G")),
+    ("C:maj/3", ("C", "E", "G")), ("C:maj/b7", ("C", "E", "G", "A#")), ("A:min(*b3)", ("A", "E")),
+    # Ours where the reference is odd: a note name after the slash is that note (all twelve there).
+    ("C/E", ("C", "E", "G")), ("C/Bb", ("C", "E", "G", "A#")),
+])
+def test_harte_degree_lists_omissions_added_tones_and_bass(label, notes):
+    assert chord_to_pitch_classes(label) == pcs(*notes)
+
+
+def test_the_chord_chroma_and_musicongens_frames_hear_the_same_pitch_classes():
+    from remixer import conditions
+
+    for label in ("C:(1,b3,5)", "D:min(*5)", "E:maj(9)", "G:7sus4/b7", "Bb:min11", "C/E"):
+        chroma = segments_to_chroma([ChordSegment(0.0, 10.0, label)], 10.0)
+        frames = conditions.chord_frames([ChordSegment(0.0, 10.0, label)], 500)
+        assert chroma[40].tolist() == chord_to_pitch_classes(label) == frames[:, 250].tolist(), label
+
+
+@pytest.mark.parametrize("label,named", [("C:(1,b3,x)", "degree 'x'"), ("C:maj(15)", "degree '15'"),
+                                         ("C:mystery", "add9, 7sus2, 7sus4")])
+def test_a_label_that_cannot_be_read_is_refused_with_what_can(label, named):
+    with pytest.raises(ChordError, match=named):
+        chord_to_pitch_classes(label)
+
+
+def test_typed_chords_in_harte_syntax_are_accepted_by_the_request(tmp_path):
+    song = tmp_path / "song.wav"
+    song.write_bytes(b"RIFF")
+    request = RemixRequest.from_inputs(prompt="jazz", music_input=str(song), chords="C:(1,b3,5) G:7sus4 F:maj(9)")
+    assert request.chords == "C:(1,b3,5) G:7sus4 F:maj(9)"
+    with pytest.raises(RequestError, match="C:\\(1,b3,x\\)"):
+        RemixRequest.from_inputs(prompt="jazz", music_input=str(song), chords="C:(1,b3,x)")

@@ -65,7 +65,7 @@ def test_converted_model_and_our_condition_prefix_reproduce_reference_logits(nam
 
 
 @pytest.mark.parametrize("name", ["musicgen-tiny-chord", "musicgen-tiny-stereo-chord"])
-@pytest.mark.parametrize("guidance,key", [(0.0, "greedy_no_cfg"), (3.0, "greedy_cfg3")])
+@pytest.mark.parametrize("guidance,key", [(1.0, "greedy_no_cfg"), (3.0, "greedy_cfg3")])
 def test_one_window_greedy_tokens_match_the_reference(name, guidance, key, parity):
     model, reference = parity(name)
     expected = reference[key][0]  # (K, frames)
@@ -78,7 +78,7 @@ def test_one_window_greedy_tokens_match_the_reference(name, guidance, key, parit
 
 @pytest.mark.parametrize("name", ["musicgen-tiny-chord", "musicgen-tiny-stereo-chord"])
 @pytest.mark.parametrize("song", ["long", "short"])
-@pytest.mark.parametrize("guidance", [0.0, 3.0])
+@pytest.mark.parametrize("guidance", [1.0, 3.0])
 def test_whole_song_greedy_tokens_match_the_chord_conditioner_reference(name, song, guidance, parity):
     """Long: two windows, the second prompted with 12 s and conditioned past the song's end
     (periodic). Short: 4 s, its chroma tiled to the window. The reference's null row is zeros."""
@@ -124,12 +124,26 @@ def windows_seen(monkeypatch):
 
 def test_the_guided_generation_uses_the_zero_null_row(mono, windows_seen):
     generation.generate(mono, "funk", _chroma(2), 1.0, Sampling(classifier_free_guidance=3.0), seed=3)
-    generation.generate(mono, "funk", _chroma(2), 1.0, Sampling(classifier_free_guidance=0.0), seed=3)
+    generation.generate(mono, "funk", _chroma(2), 1.0, Sampling(classifier_free_guidance=1.0), seed=3)
     guided, plain = windows_seen
     assert guided["prefix"].shape[0] == 2 and torch.count_nonzero(guided["prefix"][1]) == 0
     assert guided["settings"].guided and guided["settings"].classifier_free_guidance == 3.0
     assert plain["prefix"].shape[0] == 1 and not plain["settings"].guided
     assert torch.equal(guided["prefix"][:1], plain["prefix"])
+
+
+def test_guidance_zero_is_the_unconditional_model_as_audiocraft_mixes_it(mono):
+    """audiocraft's lm.py: null + (condition - null) * cfg_coef. At 0 the null row alone decides, so neither the
+    prompt nor the chords change a token; at 3 they do."""
+    unconditional = Sampling(top_k=1, classifier_free_guidance=0.0)
+    assert unconditional.guided  # the null row must be decoded: it is the one that counts
+    a = generation.generate(mono, "funk", _chroma(2), 1.0, unconditional, seed=0)
+    b = generation.generate(mono, "a slow waltz", np.roll(_chroma(2), 5, axis=1), 1.0, unconditional, seed=0)
+    assert torch.equal(a.tokens, b.tokens)
+    guided = Sampling(top_k=1, classifier_free_guidance=3.0)
+    c = generation.generate(mono, "funk", _chroma(2), 1.0, guided, seed=0)
+    d = generation.generate(mono, "a slow waltz", np.roll(_chroma(2), 5, axis=1), 1.0, guided, seed=0)
+    assert not torch.equal(c.tokens, d.tokens)
 
 
 def test_facts_of_every_version(tiny_weights):

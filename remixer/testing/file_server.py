@@ -24,6 +24,8 @@ class Behaviour:
     drop_from: int = 0  # only responses starting at or after this byte are cut
     corrupt_left: int = 0  # responses whose bytes are flipped
     stall_s: float = 0.0  # wait before answering (timeouts)
+    files: dict[str, bytes] | None = None  # path -> payload (a mirror's tree); None: `payload` at every path
+    head: bool = True  # False: HEAD is refused with 405, as some servers do
     sent: int = 0
     active: int = 0  # responses being sent now, and the most at once
     peak: int = 0
@@ -37,19 +39,43 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     behaviour: Behaviour  # set on the subclass handler_for makes
 
+    def _payload(self) -> bytes | None:
+        """What this path serves; None: a 404 was sent."""
+        b = self.behaviour
+        payload = b.payload if b.files is None else b.files.get(self.path.split("?")[0])
+        if self.path.endswith("/missing") or payload is None:
+            self.send_error(404)
+            return None
+        return payload
+
+    def do_HEAD(self):  # noqa: N802 (http.server's naming)
+        b = self.behaviour
+        with b.lock:
+            b.requests.append(f"HEAD {self.path}")
+        if not b.head:
+            self.send_error(405)
+            return
+        payload = self._payload()
+        if payload is None:
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Accept-Ranges", "bytes" if b.ranges else "none")
+        self.end_headers()
+
     def do_GET(self):  # noqa: N802 (http.server's naming)
         b = self.behaviour
         with b.lock:
             b.requests.append(self.headers.get("Range"))
-        if self.path.endswith("/missing"):
-            self.send_error(404)
+        payload = self._payload()
+        if payload is None:
             return
         if b.stall_s:
             time.sleep(b.stall_s)
-        span = self._start_response(len(b.payload))
+        span = self._start_response(len(payload))
         if span is None:
             return
-        body, cut = self._faults(span[0], b.payload[span[0]:span[1] + 1])
+        body, cut = self._faults(span[0], payload[span[0]:span[1] + 1])
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         with b.lock:

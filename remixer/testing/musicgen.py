@@ -171,6 +171,8 @@ def save_export_layout(model_path: Path, pointer_path: Path, cfg: dict,
     text), 'version', 'exported'} and compression_state_dict.bin, a pointer to EnCodec 32 kHz."""
     from omegaconf import OmegaConf
 
+    # float16, as the published file is (the hub's pickle scan: HalfStorage).
+    lm_state = {k: v.half() if v.is_floating_point() else v for k, v in lm_state.items()}
     torch.save({"best_state": lm_state, "xp.cfg": OmegaConf.to_yaml(OmegaConf.create(cfg)), "version": "1.0.0",
                 "exported": True}, model_path)
     torch.save({"pretrained": "facebook/encodec_32khz", "exported": True, "version": "1.0.0"}, pointer_path)
