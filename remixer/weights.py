@@ -271,16 +271,16 @@ class FileCheck:
         """One line of `weights --check`: the file, the server's answer, the manifest's size, the disk."""
         if self.remote.present:
             size = f"{self.remote.size:,} bytes" if self.remote.size is not None else "size not given"
-            agrees = {None: "", True: ", as the manifest says",
-                      False: f", the manifest says {self.file.size:,}"}[self.size_agrees]
+            agrees = "" if self.size_agrees is None else (
+                ", as the manifest says" if self.size_agrees else f", the manifest says {self.file.size:,}")
             there = f"there ({size}{agrees}; {self.remote.method})"
         else:
             there = f"MISSING ({self.remote.problem}; {self.remote.method})"
         if self.local_size is None:
             disk = "not on disk"
         else:
-            digest = {None: "", True: ", digest ok", False: ", DIGEST WRONG (delete it and download again)"}[
-                self.local_digest_ok]
+            digest = "" if self.local_digest_ok is None else (
+                ", digest ok" if self.local_digest_ok else ", DIGEST WRONG (delete it and download again)")
             disk = f"on disk {self.local_size:,} bytes{digest}"
         return f"{'ok ' if self.ok else 'BAD'} {self.file.name:48} {there}; {disk}  <- {self.url}"
 

@@ -257,3 +257,70 @@ def test_all_in_one_file_without_its_keys_is_refused(tmp_path):
     torch.save({"state_dict": {}}, path)
     with pytest.raises(rhythm.RhythmError, match="holds 'config' and 'state_dict'"):
         rhythm.read_fold(path, torch.device("cpu"))
+
+
+# --- what each published file pickles, per its source -----------------------------------------------------
+
+
+def _globals_in(path: Path) -> set[str]:
+    """Every global a zip checkpoint's pickle names (torch's own safe ones included)."""
+    import io
+    import zipfile
+
+    from torch._weights_only_unpickler import get_globals_in_pkl
+
+    with zipfile.ZipFile(path) as archive:
+        (name,) = [n for n in archive.namelist() if n.endswith("/data.pkl")]
+        return set(get_globals_in_pkl(io.BytesIO(archive.read(name))))
+
+
+def test_every_manifest_checkpoint_is_described_by_exactly_one_published_entry():
+    import fnmatch
+
+    from remixer import weights
+
+    pickled = [f for f in weights.MANIFEST if f.name.endswith((".th", ".pt", ".pth", ".bin"))]
+    for file in pickled:
+        matches = [p for p in checkpoints.PUBLISHED if any(fnmatch.fnmatch(file.name, pattern) for pattern in p.files)]
+        assert len(matches) == 1, file.name
+    for entry in checkpoints.PUBLISHED:
+        assert entry.source and any(fnmatch.fnmatch(f.name, entry.files[0]) for f in pickled), entry.files
+
+
+@pytest.mark.parametrize("entry", checkpoints.PUBLISHED, ids=lambda e: e.files[0])
+def test_a_file_with_exactly_the_published_classes_loads_and_one_class_more_is_refused(entry, tiny_weights,
+                                                                                      tmp_path):
+    """The tiny weights are written in the published layouts: each pickles exactly the globals its source
+    states, and loads through its family's allow-list; the same file with one class more is refused by name."""
+    import datetime
+    import fnmatch
+
+    from remixer import weights
+
+    (file,) = [f for f in weights.MANIFEST if fnmatch.fnmatch(f.name, entry.files[0])][:1]
+    path = tiny_weights / file.name
+    assert _globals_in(path) == set(entry.names)
+    package = checkpoints.read(path, file.name, entry.family)
+    assert isinstance(package, dict)
+    extra = tmp_path / path.name
+    torch.save({**package, "saved_on": datetime.date(2026, 12, 6)}, extra)
+    assert _globals_in(extra) - set(entry.names) >= {"datetime.date"}
+    with pytest.raises(checkpoints.CheckpointError, match=r"not loaded: unpickling it would need .*datetime\.date"):
+        checkpoints.read(extra, file.name, entry.family)
+
+
+def test_musicongen_is_float16_on_disk_and_budgeted_as_the_float32_it_is_held_in(tiny_weights):
+    from remixer import models
+
+    path = tiny_weights / "musicongen" / "state_dict.bin"
+    state = checkpoints.read(path, "MusiConGen", checkpoints.OMEGACONF)["best_state"]
+    assert {t.dtype for t in state.values()} == {torch.float16}
+    half_bytes = sum(t.numel() * t.element_size() for t in state.values())
+    estimate = models.estimated_bytes(path, torch.device("cpu"))
+    assert estimate == 2 * half_bytes  # every element held in float32 on a CPU
+    from remixer.testing.musicgen import encoders_in
+
+    model = models.load_musicgen_chord(path, "cpu", encoders_in(str(tiny_weights), "cpu"))
+    held = sum(t.numel() * t.element_size() for name, t in model.state_dict().items()
+               if not name.startswith(("text_encoder.", "audio_encoder.")))  # the shared T5 and EnCodec aside
+    assert held == estimate
