@@ -64,6 +64,7 @@ class Predictor(BasePredictor):
         takes: int = _input("takes"),
         return_takes: bool = _input("return_takes"),
         transpose: int = _input("transpose"),
+        beat_tracker: str = _input("beat_tracker"),
         tempo: Optional[float] = _input("tempo"),
     ) -> List[Path]:
         values = {name: value for name, value in locals().items() if name in SPECS}

@@ -42,6 +42,11 @@ class SongAnalysis:
     takes: list[dict] = field(default_factory=list)  # every take, best first
     key_tempo: dict | None = None  # transpose, original and new bpm, time factor (remixer.keytempo)
     beat_sync: dict | None = None  # how far beat-sync moved the returned take's downbeats
+    beat_tracker: str = "all-in-one"  # which tracker found beats, bars and sections (madmom finds no sections)
+
+    @property
+    def finds_sections(self) -> bool:
+        return self.beat_tracker != "madmom"
 
     @property
     def meter(self) -> int | None:
@@ -64,8 +69,10 @@ class SongAnalysis:
             "meter": self.meter,
             "beats": [round(t, 4) for t in self.beats],
             "downbeats": [round(t, 4) for t in self.downbeats],
+            "beat_tracker": self.beat_tracker,
             "sections": [{"label": s.label, "start": round(s.start, 4), "end": round(s.end, 4)}
                          for s in self.sections],
+            "sections_found": self.finds_sections,  # false: the tracker finds none (madmom), not "no sections"
             "chords": [{"start": round(c.start, 4), "end": round(c.end, 4), "label": c.label} for c in self.chords],
             "chords_source": "given" if self.chords_given else "recognised",
             "prompt": self.prompt_sent,
@@ -130,7 +137,8 @@ def render_png(analysis: SongAnalysis, samples: np.ndarray, sample_rate: int, pa
     meter = f", {analysis.meter}/4" if analysis.meter else ""
     thinned = f" ({len(shown)} of {changes} chord changes named, to fit; all in analysis.json)" \
         if len(shown) < changes else ""
-    top.set_title(f"{tempo}{meter}, {len(analysis.downbeats)} bars, {len(analysis.sections)} sections, "
+    sections = f"{len(analysis.sections)} sections" if analysis.finds_sections else "no sections (madmom finds none)"
+    top.set_title(f"{tempo}{meter}, {len(analysis.downbeats)} bars ({analysis.beat_tracker}), {sections}, "
                   f"chords {'given' if analysis.chords_given else 'recognised'}{thinned}", fontsize=10, loc="left")
     figure.subplots_adjust(left=0.01, right=0.995, top=0.92, bottom=0.1, hspace=0.05)
     figure.savefig(path, dpi=100)

@@ -35,7 +35,8 @@ OMEGACONF = "omegaconf"
 NUMPY = "numpy"
 DEMUCS = "demucs"
 ALLIN1 = "allin1"
-FAMILIES = (OMEGACONF, NUMPY, DEMUCS, ALLIN1)
+MADMOM = "madmom"
+FAMILIES = (OMEGACONF, NUMPY, DEMUCS, ALLIN1, MADMOM)
 
 
 class CheckpointError(RemixerError):
@@ -140,10 +141,35 @@ PUBLISHED: tuple[Published, ...] = (
               "BTC-ISMIR19's training code: torch.save of {'model': state_dict, 'mean', 'std'} with numpy 1.x "
               "float64 statistics (np.mean, np.sqrt), pickled as numpy.core.multiarray.scalar with its dtype and "
               "bytes (_codecs.encode)"),
+    Published(("madmom/downbeats/2016/downbeats_blstm_*.pkl",), MADMOM,
+              frozenset({"madmom.ml.nn.NeuralNetwork", "madmom.ml.nn.layers.FeedForwardLayer",
+                         "madmom.ml.nn.layers.BidirectionalLayer", "madmom.ml.nn.layers.LSTMLayer",
+                         "madmom.ml.nn.layers.Gate", "madmom.ml.nn.layers.Cell", "madmom.ml.nn.activations.sigmoid",
+                         "madmom.ml.nn.activations.tanh", "madmom.ml.nn.activations.softmax",
+                         "numpy.core.multiarray._reconstruct", "numpy.ndarray", "numpy.dtype"}),
+              "github CPJKU/madmom_models (plain pickles, protocol 2, written by madmom's Processor.dump); the "
+              "classes are those pickletools lists for all eight files, as madmom-infer 0.2.0's unpickle.py "
+              "documents"),
 )
 
 
-_BUILDERS = {OMEGACONF: _omegaconf, NUMPY: _numpy, DEMUCS: _demucs, ALLIN1: _allin1}
+def _madmom() -> list[tuple[object, str]]:
+    import numpy as np
+    from madmom_infer.ml.nn import NeuralNetwork, activations, layers
+    from numpy._core import multiarray
+
+    # What the eight downbeats_blstm_[1-8].pkl pickle (pickletools over the published files; madmom-infer's
+    # unpickle.py lists the same), mapped onto madmom-infer's numpy port of madmom's network classes.
+    return [(NeuralNetwork, "madmom.ml.nn.NeuralNetwork"),
+            *((getattr(layers, name), f"madmom.ml.nn.layers.{name}")
+              for name in ("FeedForwardLayer", "BidirectionalLayer", "LSTMLayer", "Gate", "Cell")),
+            *((getattr(activations, name), f"madmom.ml.nn.activations.{name}")
+              for name in ("sigmoid", "tanh", "softmax")),
+            (multiarray._reconstruct, "numpy.core.multiarray._reconstruct"), (np.ndarray, "numpy.ndarray"),
+            (np.dtype, "numpy.dtype")]
+
+
+_BUILDERS = {OMEGACONF: _omegaconf, NUMPY: _numpy, DEMUCS: _demucs, ALLIN1: _allin1, MADMOM: _madmom}
 
 
 @functools.lru_cache(maxsize=None)
@@ -179,6 +205,34 @@ def read(path: str | Path, what: str, family: str) -> dict:
     if not isinstance(package, dict):
         raise CheckpointError(f"{path} is not a {what}: it holds a {type(package).__name__}, not a dict")
     return package
+
+
+def read_pickle(path: str | Path, what: str, family: str):
+    """Unpickle a plain (non-torch) pickle, such as madmom's networks, resolving only `family`'s allow-listed
+    names: anything else is refused by name before it is called."""
+    import pickle
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{what} not found: {path}")
+    allowed = {name: obj for obj, name in _allowed(family)}
+
+    class Restricted(pickle.Unpickler):
+        def find_class(self, module: str, name: str):
+            qualified = f"{module}.{name}"
+            if qualified not in allowed:
+                raise _refusal(path, what, [qualified])
+            return allowed[qualified]
+
+    try:
+        with open(path, "rb") as f:
+            # madmom's files were written by Python 2: latin1 keeps their numpy buffers' bytes.
+            return Restricted(f, encoding="latin1").load()
+    except CheckpointError:
+        raise
+    except Exception as error:  # noqa: BLE001 - a truncated or damaged pickle
+        raise CheckpointError(f"{path} is not a readable {what} ({error}); the file may be damaged: "
+                              f"{_fetch_again(path)}") from None
 
 
 def _unexpected_globals(path: Path, family: str) -> list[str]:

