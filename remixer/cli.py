@@ -106,10 +106,11 @@ def summary(result) -> str:
     found = result.analysis
     tempo = f"{found.bpm:.1f} bpm" if found.bpm else "no beat found"
     meter = f", {found.meter}/4" if found.meter else ""
-    sections = ", ".join(dict.fromkeys(s.label for s in found.sections)) or "none found"
+    sections = (", ".join(dict.fromkeys(s.label for s in found.sections)) or "none found") if found.finds_sections \
+        else f"not looked for ({found.beat_tracker} finds none)"
     chords = " ".join(dict.fromkeys(c.label for c in found.chords if c.label not in {"N", "X"})) or "none"
     stages = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in result.timings.items())
-    lines = [f"song: {tempo}{meter}, {len(found.downbeats)} bars; sections: {sections}",
+    lines = [f"song: {tempo}{meter}, {len(found.downbeats)} bars ({found.beat_tracker}); sections: {sections}",
              f"chords ({'given' if found.chords_given else 'recognised'}): {chords}"]
     change = found.key_tempo or {}
     if change.get("transpose") or change.get("time_factor", 1.0) != 1.0:

@@ -296,10 +296,13 @@ class Remixer:
                 take.instrumental = mbd.decode_tokens(model, diffusion, take.generated.tokens, take.instrumental,
                                                       take.generated.seed)
         with _stage("beat-sync", timings):
-            synced = self._beat_sync(take.instrumental, song.rhythm, request.beat_sync_threshold,
-                                     request.return_stems, request.beat_tracker)
+            threshold = sync_threshold(request, song.rhythm.bpm)
+            synced = self._beat_sync(take.instrumental, song.rhythm, threshold, request.return_stems,
+                                     request.beat_tracker)
             take.instrumental, take.band = synced.instrumental, synced.band
-            take.moved = moved_by(synced.plan)
+            take.moved = {**moved_by(synced.plan),
+                          "threshold_s": round(beatsync.default_threshold(song.rhythm.bpm)
+                                               if threshold is None else threshold, 4)}
         with _stage("fidelity", timings):
             take.fidelity = self._fidelity(synced, song, request.large_chord_voca)
         log.info("fidelity%s: %s", f" of take {take.index}" if request.takes > 1 else "", take.fidelity.summary())
@@ -431,9 +434,26 @@ def song_condition(request: RemixRequest, song: Song) -> np.ndarray | conditions
         chord_versions = ", ".join(musicgen.CHORD_VERSIONS)
         raise musicgen.GenerationError(
             f"{request.model_version} plays on the song's own beats, but no beat was found in "
-            f"{Path(str(request.music_input)).name!r}: remix this song with a chord model_version "
-            f"({chord_versions}), which need only its chords")
+            f"{Path(str(request.music_input)).name!r}"
+            + (" by all-in-one: try beat_tracker=madmom, or" if request.beat_tracker == "all-in-one" else ":")
+            + f" remix this song with a chord model_version ({chord_versions}), which need only its chords")
     return conditions.song_frames(song.chords, song.rhythm.beats, song.rhythm.downbeats, song.duration)
+
+
+# MusiConGen plays on the song's beat frames, so its bars already sit on the song's: beat-sync only trims their
+# timing, within a quarter of a beat. The chord models' 1.1 beats would let a bar misread in the new music (a
+# downbeat found one beat off) move a take that was on the beat by a whole beat.
+BEAT_VERSION_SYNC_BEATS = 0.25
+
+
+def sync_threshold(request: RemixRequest, bpm: float | None) -> float | None:
+    """The largest gap (s) beat-sync closes: the request's, else a quarter beat for MusiConGen, else None
+    (beat-sync's own default: 1.1 beats, or 0.75 s without a tempo)."""
+    if request.beat_sync_threshold is not None:
+        return request.beat_sync_threshold
+    if request.model_version in musicgen.BEAT_VERSIONS and bpm:
+        return BEAT_VERSION_SYNC_BEATS * 60.0 / bpm
+    return None
 
 
 def prompt_bpm(request: RemixRequest, song: Song) -> float | None:

@@ -130,8 +130,9 @@ def test_cli_musicongen_on_a_song_without_a_beat_names_the_versions_that_can(tin
     done = _cli(str(song), "--prompt", "x", "--model-version", "musicongen", "--output", str(tmp_path / "out.wav"),
                 env={"REMIXER_WEIGHTS_DIR": str(tiny_weights)})
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
-    assert "musicongen plays on the song's own beats, but no beat was found in 'song.wav': remix this song with " \
-           "a chord model_version (stereo-chord, stereo-chord-large, chord, chord-large)" in done.stderr
+    assert "musicongen plays on the song's own beats, but no beat was found in 'song.wav' by all-in-one: try " \
+           "beat_tracker=madmom, or remix this song with a chord model_version (stereo-chord, stereo-chord-large, " \
+           "chord, chord-large)" in done.stderr
     assert not (tmp_path / "out.wav").exists() and not list(tmp_path.glob(".out.wav.work*"))
 
 

@@ -325,6 +325,26 @@ def test_analysis_stems_and_a_section_come_back_in_order(server):
     assert picture.size == (1600, 500)
 
 
+def test_a_real_song_through_the_server_with_madmoms_beats_gets_its_bars_and_user_chords(server):
+    """The CC BY recording (ogg) uploaded as a data URI: madmom's real networks find its 4/4 bars, the user's
+    chords land on them, and the remix comes back at the part's length."""
+    from tests.conftest import SHARED
+
+    _when_ready(server)
+    song = (SHARED / "songs" / "lets_go_fishin_0-40s.ogg").read_bytes()
+    status, body = _request(f"{server['url']}/predictions", {"input": {
+        "prompt": "funk", "music_input": _data_uri(song, "audio/ogg"), "model_version": "chord", "seed": 1,
+        "beat_tracker": "madmom", "end_time": 10.0, "chords": "C G Am F", "return_analysis": True}})
+    assert body["status"] == "succeeded", body.get("error") or body.get("logs", "")[-2000:]
+    samples, rate = _decode_output(body["output"][0])
+    assert rate == 32000 and samples.shape[1] == 10 * 32000
+    report = json.loads(base64.b64decode(body["output"][1].split(",", 1)[1]))
+    assert report["beat_tracker"] == "madmom" and report["meter"] == 4 and abs(report["bpm"] - 176) <= 1.5
+    chord_starts = [c["start"] for c in report["chords"]]
+    assert chord_starts[1:] == report["downbeats"][1:len(chord_starts)]
+    assert [c["label"] for c in report["chords"][:4]] == ["C", "G", "Am", "F"]
+
+
 @pytest.mark.parametrize("inputs,message", [
     ({"start_time": 10.0}, "at least 5 s inside the song, which is 6.00 s long"),
     ({"start_time": 3.0, "end_time": 4.0}, "end_time must be at least 5 s after start_time"),

@@ -99,3 +99,33 @@ def groove_scenario(tempo: float, drift: float, seconds: float = 60.0):
 def expected_positions(targets: np.ndarray, per_bar: int) -> dict[int, np.ndarray]:
     """Where each beat position of every song bar is (evenly within the bar), by position in the bar."""
     return {step: targets[:-1] + step * np.diff(targets) / per_bar for step in range(per_bar)}
+
+
+def drum_pattern(meter: int, bpm: float = 120.0, bars: int = 10, start: float = 0.5, sample_rate: int = 44100,
+                 seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A drum-and-bass pattern in `meter`/4 with known bars: a kick and a bass note changing every bar on
+    each downbeat, a hi-hat on every beat (louder on beat 3 of 4/4). Returns (mono float32, beats, downbeats)."""
+    rng = np.random.default_rng(seed)
+    beat = 60.0 / bpm
+    n = int((start + bars * meter * beat + 1.0) * sample_rate)
+    song = np.zeros(n)
+
+    def decaying(signal: np.ndarray, decay: float) -> np.ndarray:
+        return signal * np.exp(-np.arange(len(signal)) / sample_rate / decay)
+
+    def add(at: float, signal: np.ndarray) -> None:
+        i = int(round(at * sample_rate))
+        song[i:i + len(signal)] += signal[:n - i]
+
+    hat = int(0.05 * sample_rate)
+    bar_samples = np.arange(int(meter * beat * sample_rate)) / sample_rate
+    beats = start + beat * np.arange(bars * meter)
+    for index, at in enumerate(beats):
+        position = index % meter
+        level = 0.2 if position == 0 else (0.35 if meter == 4 and position == 2 else 0.25)
+        add(at, decaying(level * rng.standard_normal(hat), 0.012))
+        if position == 0:
+            add(at, decaying(0.9 * np.sin(2 * np.pi * 55 * bar_samples[:int(0.3 * sample_rate)]), 0.08))
+            note = (110.0, 147.0, 98.0, 131.0)[(index // meter) % 4]
+            add(at, decaying(0.2 * np.sin(2 * np.pi * note * bar_samples), 1.5))
+    return song.astype(np.float32), beats, beats[::meter]
