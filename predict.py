@@ -65,6 +65,7 @@ class Predictor(BasePredictor):
         return_takes: bool = _input("return_takes"),
         transpose: int = _input("transpose"),
         beat_tracker: str = _input("beat_tracker"),
+        return_midi: bool = _input("return_midi"),
         tempo: Optional[float] = _input("tempo"),
     ) -> List[Path]:
         values = {name: value for name, value in locals().items() if name in SPECS}

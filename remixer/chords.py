@@ -142,6 +142,14 @@ def _read(token: str, label: str) -> tuple[int, set[int], int | None]:
     return root, semitones, (root + _degree(bass, label)) % 12
 
 
+def root_pitch_class(label: str) -> int | None:
+    """The root's pitch class (C = 0) of a chord label; None for N and X."""
+    token = label.strip()
+    if token in {"N", "X"}:
+        return None
+    return _read(token, label)[0]
+
+
 def _pitch(note: str, accidentals: str) -> int:
     return (NOTE_PITCH[note] + accidentals.count("#") - accidentals.count("b")) % 12
 

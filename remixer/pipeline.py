@@ -20,7 +20,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from remixer import (audio, beatsync, chords, conditions, conversion, fidelity, generation, keytempo, mbd, mix,
+from remixer import (audio, beatsync, chords, conditions, conversion, fidelity, generation, keytempo, mbd, midi, mix,
                      models, musicgen, rhythm, separation, weights)
 from remixer.analysis import SongAnalysis, render_png, write_json
 from remixer.device import pick_device
@@ -55,6 +55,7 @@ class RemixResult:
     fidelity: Fidelity | None = None  # the returned remix's
     takes: list[TakeReport] = field(default_factory=list)  # every take, best first
     take_outputs: dict[str, Path] = field(default_factory=dict)  # take2 ... takeN (return_takes), best first
+    midi: Path | None = None  # the song's tempo map, bars and chords (return_midi)
 
     @property
     def outputs(self) -> list[Path]:
@@ -64,10 +65,11 @@ class RemixResult:
     @property
     def named_outputs(self) -> dict[str, Path]:
         """The outputs by name (remix, instrumental, drums, bass, other, vocals, analysis_json, analysis_png,
-        take2 ... takeN), in the predictor's order; those not asked for are left out."""
+        midi, take2 ... takeN), in the predictor's order; those not asked for are left out."""
         named = {"remix": self.remix, "instrumental": self.instrumental,
                  **{name: self.stems.get(name) for name in STEM_OUTPUTS},
-                 "analysis_json": self.analysis_json, "analysis_png": self.analysis_png, **self.take_outputs}
+                 "analysis_json": self.analysis_json, "analysis_png": self.analysis_png, "midi": self.midi,
+                 **self.take_outputs}
         return {name: path for name, path in named.items() if path is not None}
 
 
@@ -215,6 +217,9 @@ class Remixer:
                 with _stage("analysis", timings):
                     analysis.timings = dict(timings)
                     written.update(_write_analysis(analysis, song, mixed, work))
+            if request.return_midi:
+                with _stage("midi", timings):
+                    written["midi"] = _write_midi(analysis, work)
             if request.return_takes:
                 with _stage("other takes", timings):
                     written.update(_write_other_takes(request, ranked, mixed.vocals, work))
@@ -495,6 +500,19 @@ def _write_analysis(analysis: SongAnalysis, song: Song, mixed: _Mixed, work: Pat
             "analysis_png": render_png(analysis, *drawn, work / "analysis.png")}
 
 
+def _write_midi(analysis: SongAnalysis, work: Path) -> Path:
+    """song.mid on the remix's own timeline (time 0 = its first sample): the analysis' times less the part's
+    start, after tempo and transpose."""
+    def shifted(times):
+        return [t - analysis.offset for t in times]
+
+    return midi.write_midi(work / "song.mid", shifted(analysis.beats), shifted(analysis.downbeats), analysis.meter,
+                           [replace(c, start=c.start - analysis.offset, end=c.end - analysis.offset)
+                            for c in analysis.chords],
+                           [replace(s, start=s.start - analysis.offset, end=s.end - analysis.offset)
+                            for s in analysis.sections], analysis.duration)
+
+
 def _write_other_takes(request: RemixRequest, ranked: list[_Take], vocals: np.ndarray,
                        work: Path) -> dict[str, Path]:
     """take2 ... takeN, best first, each mixed with the same vocals as the remix."""
@@ -514,7 +532,8 @@ def _result(moved: dict[str, Path], analysis: SongAnalysis, ranked: list[_Take],
                        stems={name: moved[name] for name in STEM_OUTPUTS if name in moved},
                        analysis_json=moved.get("analysis_json"), analysis_png=moved.get("analysis_png"),
                        fidelity=chosen.fidelity, takes=take_reports(ranked),
-                       take_outputs={name: path for name, path in moved.items() if name.startswith("take")})
+                       take_outputs={name: path for name, path in moved.items() if name.startswith("take")},
+                       midi=moved.get("midi"))
 
 
 def _with_other(instrumental: np.ndarray, band: dict[str, np.ndarray] | None) -> dict[str, np.ndarray] | None:

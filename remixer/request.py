@@ -116,6 +116,10 @@ INPUTS: tuple[InputSpec, ...] = (
               "What finds the song's beats and bars: all-in-one (the original's; also finds sections) or madmom "
               "(madmom's downbeat tracker on the whole mix: beats, bars, 3/4 or 4/4, no sections; several times "
               "faster on a CPU).", choices=TRACKERS),
+    InputSpec("return_midi", bool, False,
+              "Also return song.mid: a standard MIDI file with the song's tempo map from its detected beats (a "
+              "DAW's bar lines land on its bars, meter included), its chords as played notes and its sections as "
+              "markers, on the remix's timeline (after tempo and transpose)."),
     InputSpec("tempo", float, None,
               f"New tempo in bpm ({TEMPO_RANGE[0]:g}x to {TEMPO_RANGE[1]:g}x the song's detected tempo; unset or -1: "
               "the song's): the whole song is scaled to it, vocals time-stretched with their pitch kept.",
@@ -155,6 +159,7 @@ class RemixRequest:
     return_takes: bool = False
     transpose: int = 0
     beat_tracker: str = TRACKERS[0]
+    return_midi: bool = False
     tempo: float | None = None
 
     def __post_init__(self):

@@ -29,7 +29,7 @@ def test_cli_remix_of_a_real_song_syncs_the_band_to_its_bars_and_ranks_takes_by_
     done = subprocess.run(
         [sys.executable, "-m", "remixer", str(SONG), "--prompt", "bossa nova", "--model-version", "chord",
          "--beat-tracker", "madmom", "--end-time", str(SECONDS), "--takes", "2", "--seed", "2",
-         "--beat-sync-threshold", "1.5", "--return-analysis", "--weights-dir", str(tiny_weights), "--offline",
+         "--beat-sync-threshold", "1.5", "--return-analysis", "--return-midi", "--weights-dir", str(tiny_weights), "--offline",
          "--output", str(output)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "song: 176.0 bpm, 4/4, 12 bars (madmom); sections: not looked for (madmom finds none)" in done.stdout
@@ -48,6 +48,22 @@ def test_cli_remix_of_a_real_song_syncs_the_band_to_its_bars_and_ranks_takes_by_
     assert "takes (best first): take" in done.stdout
     remix, rate = sf.read(output)
     assert rate == 32000 and abs(len(remix) - SECONDS * rate) <= 1
+    # The MIDI file, read by another reader than the one that wrote it: the song's detected beats within 1 ms
+    # (after the lead-in beat at 0), its bars on the grid's bar lines, the chords as their labels' notes.
+    import pretty_midi
+
+    from remixer.chords import chord_to_pitch_classes
+
+    song_midi = pretty_midi.PrettyMIDI(str(output.with_name("fishin.midi.mid")))
+    grid = song_midi.get_beats()
+    first = int(np.argmin(np.abs(grid - analysis["beats"][0])))
+    np.testing.assert_allclose(grid[first:first + len(analysis["beats"])], analysis["beats"], atol=1e-3)
+    bar_lines = song_midi.get_downbeats()
+    assert all(np.min(np.abs(bar_lines - d)) < 1e-3 for d in analysis["downbeats"])
+    for chord in analysis["chords"]:
+        played = {n.pitch % 12 for n in song_midi.instruments[0].notes if abs(n.start - chord["start"]) < 2e-3}
+        assert [int(pc in played) for pc in range(12)] == chord_to_pitch_classes(chord["label"]), chord
+    assert "midi: " in done.stdout
 
 
 @pytest.fixture(scope="module")

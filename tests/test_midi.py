@@ -1,0 +1,83 @@
+"""return_midi's file (remixer.midi), written with mido and read back with another reader (pretty_midi): the
+tempo map puts every detected beat on a beat of the grid and every downbeat on a bar line; the chords are
+their labels' pitch classes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pretty_midi
+import pytest
+
+from btc import ChordSegment
+from remixer import midi
+from remixer.chords import chord_to_pitch_classes, root_pitch_class
+from remixer.rhythm import Section
+
+
+def _song(meter: int = 4, first: float = 0.43, bars: int = 8, bpm: float = 118.0, drift: float = 0.004):
+    """Beats with a drifting tempo (each beat a little longer), the first bar a pickup of one beat."""
+    beats, t, interval = [], first, 60.0 / bpm
+    for _ in range(bars * meter + 1):
+        beats.append(round(t, 4))
+        t += interval
+        interval *= 1 + drift
+    downbeats = beats[1::meter]  # beat 0 is a pickup
+    return beats, downbeats
+
+
+def _read(path: Path) -> pretty_midi.PrettyMIDI:
+    return pretty_midi.PrettyMIDI(str(path))
+
+
+@pytest.mark.parametrize("meter", [3, 4])
+def test_every_beat_and_bar_of_the_song_lands_on_the_grid(tmp_path, meter):
+    beats, downbeats = _song(meter)
+    chords = [ChordSegment(0.0, downbeats[1], "N"), ChordSegment(downbeats[1], downbeats[3], "A:min7"),
+              ChordSegment(downbeats[3], downbeats[5], "C:(1,b3,5)"), ChordSegment(downbeats[5], beats[-1] + 0.5, "G/B")]
+    path = midi.write_midi(tmp_path / "song.mid", beats, downbeats, meter, chords,
+                           [Section(0.0, downbeats[4], "verse"), Section(downbeats[4], beats[-1], "chorus")],
+                           duration=beats[-1] + 0.5)
+    read = _read(path)
+    grid = read.get_beats()
+    # Each detected beat is a beat of the grid (to 1 ms); before it, the lead-in's one beat at time 0.
+    assert grid[0] == 0.0
+    np.testing.assert_allclose(grid[1:len(beats) + 1], beats, atol=1e-3)
+    # Each downbeat is a bar line: the bar lines after the pickup bar (lead-in + one beat) are the downbeats.
+    bar_lines = read.get_downbeats()
+    assert bar_lines[0] == 0.0
+    np.testing.assert_allclose(bar_lines[1:len(downbeats) + 1], downbeats, atol=1e-3)
+    assert [ts.numerator for ts in read.time_signature_changes] == [2, meter]  # the pickup bar, then the meter
+    # The chords: one voicing per segment, its notes the label's pitch classes, its span the segment's.
+    notes = sorted(read.instruments[0].notes, key=lambda n: (n.start, n.pitch))
+    for segment in chords[1:]:
+        played = [n for n in notes if abs(n.start - segment.start) < 2e-3]
+        assert played and all(abs(n.end - segment.end) < 2e-3 for n in played)
+        classes = [0] * 12
+        for note in played:
+            classes[note.pitch % 12] = 1
+        assert classes == chord_to_pitch_classes(segment.label), segment.label
+        assert min(n.pitch for n in played) % 12 == root_pitch_class(segment.label)  # the root in the bass
+    assert not [n for n in notes if n.start < downbeats[1] - 2e-3]  # N plays nothing
+    data = path.read_bytes()
+    assert data[8:10] == b"\x00\x01"  # format 1
+    assert b"\xff\x06\x05verse" in data and b"\xff\x06\x06chorus" in data  # the section markers
+
+
+def test_a_song_whose_first_beat_is_at_zero_needs_no_lead_in(tmp_path):
+    beats = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0]
+    path = midi.write_midi(tmp_path / "song.mid", beats, beats[::4], 4, [ChordSegment(0.0, 4.5, "E")], [], 4.5)
+    read = _read(path)
+    np.testing.assert_allclose(read.get_beats()[:len(beats)], beats, atol=1e-3)
+    np.testing.assert_allclose(read.get_downbeats()[:3], [0.0, 2.0, 4.0], atol=1e-3)
+    assert sorted(n.pitch % 12 for n in read.instruments[0].notes) == [4, 8, 11]
+
+
+def test_without_beats_the_chords_keep_their_times_on_a_plain_grid(tmp_path):
+    path = midi.write_midi(tmp_path / "song.mid", [], [], None,
+                           [ChordSegment(0.0, 1.3, "C"), ChordSegment(1.3, 2.9, "F:maj7")], [], 3.0)
+    read = _read(path)
+    assert read.get_tempo_changes()[1][0] == pytest.approx(midi.FALLBACK_BPM)
+    starts = sorted({round(n.start, 3) for n in read.instruments[0].notes})
+    assert starts == pytest.approx([0.0, 1.3], abs=2e-3)
