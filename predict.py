@@ -66,6 +66,8 @@ class Predictor(BasePredictor):
         transpose: int = _input("transpose"),
         beat_tracker: str = _input("beat_tracker"),
         return_midi: bool = _input("return_midi"),
+        keep: Optional[str] = _input("keep"),
+        output_sample_rate: str = _input("output_sample_rate"),
         tempo: Optional[float] = _input("tempo"),
     ) -> List[Path]:
         values = {name: value for name, value in locals().items() if name in SPECS}

@@ -43,6 +43,7 @@ class SongAnalysis:
     key_tempo: dict | None = None  # transpose, original and new bpm, time factor (remixer.keytempo)
     beat_sync: dict | None = None  # how far beat-sync moved the returned take's downbeats
     beat_tracker: str = "all-in-one"  # which tracker found beats, bars and sections (madmom finds no sections)
+    kept: list[str] = field(default_factory=list)  # the song's own parts kept under the new band (keep)
 
     @property
     def finds_sections(self) -> bool:
@@ -79,6 +80,10 @@ class SongAnalysis:
             "model_version": self.model_version,
             "seed": self.seed,
             "timings": {name: round(seconds, 3) for name, seconds in self.timings.items()},
+            "kept": self.kept,
+            # Fidelity and the takes' ranking judge the new band alone: kept parts are the song's own.
+            "fidelity_of": "the new band alone" + (f" (the song's own {', '.join(self.kept)} kept)"
+                                                   if self.kept else ""),
             "fidelity": self.fidelity,
             "takes": self.takes,
             "key_tempo": self.key_tempo,

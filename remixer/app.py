@@ -22,7 +22,7 @@ from typing import Any
 
 from remixer.options import add_setup_flags, setup_logging, use_mirror
 from remixer.errors import RemixerError
-from remixer.request import INPUTS, SPECS, UNSET, InputSpec, RemixRequest
+from remixer.request import INPUTS, KEEPABLE, SPECS, UNSET, InputSpec, RemixRequest, kept_parts
 
 log = logging.getLogger("remixer")
 
@@ -141,6 +141,8 @@ def component_for(spec: InputSpec):
 
     default = page_default(spec)
     common = dict(label=spec.name, info=spec.description, elem_id=f"input-{spec.name}")
+    if spec.name == "keep":  # a list of the song's parts: one check box each
+        return gr.CheckboxGroup(choices=list(KEEPABLE), value=kept_parts(default), **common)
     if spec.type is bool:
         return gr.Checkbox(value=default, **common)
     if spec.choices:
@@ -231,6 +233,8 @@ def _clean(values: dict[str, Any]) -> dict[str, Any]:
     clean = {}
     for name, value in values.items():
         spec = SPECS[name]
+        if name == "keep" and isinstance(value, (list, tuple)):  # the check boxes: a list of parts
+            value = ",".join(value) or None
         if value in ("", None):
             value = None
         elif spec.type is int and isinstance(value, float) and value.is_integer():
@@ -260,8 +264,10 @@ def _shown(done: dict, take_slots: int, stem_slots: int) -> list:
             if take.rank in paths and slot < take_slots:
                 label = f"Take {take.index}, rank {take.rank}{chosen}: score {f.score:.2f}"
                 takes[slot] = gr.update(value=str(paths[take.rank]), label=label, visible=True)
-    stems = [gr.update(value=str(result.stems[name]), visible=True) if name in result.stems
-             else gr.update(value=None, visible=False) for name in STEMS][:stem_slots]
+    # A slot shows the part the remix holds: the new band's, or the song's own where it was kept.
+    held = {name.removeprefix("song_"): (path, name) for name, path in result.stems.items()}
+    stems = [gr.update(value=str(held[name][0]), label=held[name][1].replace("_", " "), visible=True)
+             if name in held else gr.update(value=None, visible=False) for name in STEMS][:stem_slots]
     fidelity = ""
     if result.fidelity is not None:
         why = f" (n/a: {result.fidelity.unmeasured})" if result.fidelity.unmeasured else ""

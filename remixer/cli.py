@@ -91,8 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"remix: {output}")
     labels = {"analysis_json": "analysis", "analysis_png": "analysis picture"}
     for name, path in list(result.named_outputs.items())[1:]:
-        # beside the remix: song.remix.wav -> song.remix.drums.wav, .analysis.json, .analysis.png
-        target = output.with_name(f"{output.stem}.{name.split('_')[0]}{path.suffix}")
+        # beside the remix: song.remix.wav -> song.remix.drums.wav, .song-drums.wav (kept), .analysis.json
+        part = "analysis" if name.startswith("analysis_") else name.replace("_", "-")
+        target = output.with_name(f"{output.stem}.{part}{path.suffix}")
         shutil.move(str(path), target)
         print(f"{labels.get(name, name)}: {target}")
     shutil.rmtree(work, ignore_errors=True)
@@ -111,6 +112,8 @@ def summary(result) -> str:
     chords = " ".join(dict.fromkeys(c.label for c in found.chords if c.label not in {"N", "X"})) or "none"
     stages = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in result.timings.items())
     lines = [f"song: {tempo}{meter}, {len(found.downbeats)} bars ({found.beat_tracker}); sections: {sections}",
+             f"kept from the song: vocals, {', '.join(found.kept)}" if found.kept else "kept from the song: vocals",
+             f"output: {result.sample_rate} Hz",
              f"chords ({'given' if found.chords_given else 'recognised'}): {chords}"]
     change = found.key_tempo or {}
     if change.get("transpose") or change.get("time_factor", 1.0) != 1.0:

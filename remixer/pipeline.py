@@ -26,7 +26,7 @@ from remixer.analysis import SongAnalysis, render_png, write_json
 from remixer.device import pick_device
 from remixer.errors import RemixerError
 from remixer.fidelity import Fidelity
-from remixer.request import MIN_SECTION_S, RemixRequest, RequestError
+from remixer.request import MIN_SECTION_S, RemixRequest, RequestError, kept_parts
 from remixer.tiny_weights import MARKER as TINY_MARKER
 
 log = logging.getLogger("remixer")
@@ -38,6 +38,7 @@ class OutOfGPUMemory(RemixerError):
 
 Analysis = SongAnalysis  # what the song is made of, on its timeline (remixer.analysis)
 STEM_OUTPUTS = ("drums", "bass", "other", "vocals")
+KEPT_PREFIX = "song_"  # a returned stem of the song's own (keep): song_drums, song_bass, song_other
 # What a Remixer loads at setup; MusicGen-Chord (per model_version) and MBD load on first use.
 
 
@@ -67,7 +68,7 @@ class RemixResult:
         """The outputs by name (remix, instrumental, drums, bass, other, vocals, analysis_json, analysis_png,
         midi, take2 ... takeN), in the predictor's order; those not asked for are left out."""
         named = {"remix": self.remix, "instrumental": self.instrumental,
-                 **{name: self.stems.get(name) for name in STEM_OUTPUTS},
+                 **{name: self.stems.get(name) for name in _stem_names(self.stems)},
                  "analysis_json": self.analysis_json, "analysis_png": self.analysis_png, "midi": self.midi,
                  **self.take_outputs}
         return {name: path for name, path in named.items() if path is not None}
@@ -222,12 +223,12 @@ class Remixer:
                     written["midi"] = _write_midi(analysis, work)
             if request.return_takes:
                 with _stage("other takes", timings):
-                    written.update(_write_other_takes(request, ranked, mixed.vocals, work))
+                    written.update(_write_other_takes(request, song, ranked, mixed.rate, work))
             moved = {name: _move(path, output_dir) for name, path in written.items()}
         finally:
             shutil.rmtree(work, ignore_errors=True)
         log.info("remix done in %.1f s (seed %d)", sum(timings.values()), ranked[0].generated.seed)
-        return _result(moved, analysis, ranked, timings)
+        return _result(moved, analysis, ranked, timings, mixed.rate)
 
     # -- the song: decode, section, separation, rhythm, chords, key/tempo --------------------------------
 
@@ -245,12 +246,17 @@ class Remixer:
             segments = self._chords(request, stems, song_rhythm, part.duration)
         # From here on the song is in the asked key and on the asked tempo's timeline.
         change = keytempo.plan(request.transpose, request.tempo, song_rhythm.bpm)
-        song = Song(part, offset, part.duration, song_rhythm, segments, change, stems.vocals)
+        kept = {name: stems[name] for name in kept_parts(request.keep)}
+        song = Song(part, offset, part.duration, song_rhythm, segments, change, stems.vocals, kept)
         if change.changes_key or change.changes_tempo:
             with _stage("key/tempo", timings):
                 song.rhythm, song.chords, song.duration = keytempo.apply(change, song_rhythm, segments,
                                                                          part.duration)
                 song.vocals = keytempo.retune(stems.vocals, separation.SAMPLE_RATE, change)
+                # Kept pitched parts move like the vocals; kept drums are only stretched (no pitch to move).
+                song.kept = {name: keytempo.retune(stem, separation.SAMPLE_RATE,
+                                                   replace(change, transpose=0) if name == "drums" else change)
+                             for name, stem in kept.items()}
         return song
 
     def _rhythm(self, tracker: str, stems: Mapping[str, np.ndarray], whole: np.ndarray, sample_rate: int
@@ -302,8 +308,8 @@ class Remixer:
                                                       take.generated.seed)
         with _stage("beat-sync", timings):
             threshold = sync_threshold(request, song.rhythm.bpm)
-            synced = self._beat_sync(take.instrumental, song.rhythm, threshold, request.return_stems,
-                                     request.beat_tracker)
+            synced = self._beat_sync(take.instrumental, song.rhythm, threshold,
+                                     request.return_stems or bool(song.kept), request.beat_tracker)
             take.instrumental, take.band = synced.instrumental, synced.band
             take.moved = {**moved_by(synced.plan),
                           "threshold_s": round(beatsync.default_threshold(song.rhythm.bpm)
@@ -359,27 +365,29 @@ class Remixer:
 
     def _write_remix(self, request: RemixRequest, song: Song, chosen: _Take, work: Path,
                      timings: dict[str, float]) -> tuple[dict[str, Path], _Mixed]:
-        """The remix (the chosen take with the song's vocals), and the instrumental and stems when asked."""
-        rate, suffix, strategy = musicgen.SAMPLE_RATE, request.output_format, request.normalization_strategy
-        instrumental, band = chosen.instrumental, chosen.band
+        """The remix (the chosen take with the song's vocals and kept parts), and the instrumental and stems
+        when asked, at the output rate: the new band resampled to it once, the song's vocals and kept parts
+        straight from demucs' 44.1 kHz (never through MusicGen's 32 kHz)."""
+        rate, suffix, strategy = output_rate(request, song.part.sample_rate), request.output_format, \
+            request.normalization_strategy
         with _stage("mix", timings):
-            vocals = mix.prepare_vocals(song.vocals, separation.SAMPLE_RATE, rate, *instrumental.shape)
-            remixed = mix.mix(instrumental, vocals, rate, strategy)
+            held = assemble(chosen, song, rate)
+            remixed = mix.mix(held.instrumental, held.vocals, rate, strategy)
         with _stage("encode", timings):
             written = {"remix": audio.write_audio(remixed, rate, work / f"remix.{suffix}", suffix)}
-            if request.return_instrumental or band is not None:
-                level = audio.normalize(instrumental, rate, strategy, loudness_compressor=True)
+            if request.return_instrumental or request.return_stems:
+                level = audio.normalize(held.instrumental, rate, strategy, loudness_compressor=True)
             if request.return_instrumental:
                 written["instrumental"] = audio.write_audio(level, rate, work / f"instrumental.{suffix}", suffix)
-            if band is not None:
-                # The band's parts at the instrumental's output level; they add up to it (demucs' residual
-                # is in "other"), the vocals at their level in the remix.
-                for name, part in band.items():
-                    written[name] = audio.write_audio(mix.level_like(part, instrumental, level), rate,
+            if request.return_stems:
+                # The instrumental's parts at its output level; they add up to it (demucs' residual is in
+                # "other"), each named by where it came from; the vocals at their level in the remix.
+                for name, part in held.parts.items():
+                    written[name] = audio.write_audio(mix.level_like(part, held.instrumental, level), rate,
                                                       work / f"{name}.{suffix}", suffix)
-                written["vocals"] = audio.write_audio(mix.vocals_as_mixed(instrumental, vocals, remixed),
+                written["vocals"] = audio.write_audio(mix.vocals_as_mixed(held.instrumental, held.vocals, remixed),
                                                       rate, work / f"vocals.{suffix}", suffix)
-        return written, _Mixed(vocals, remixed)
+        return written, _Mixed(held.vocals, remixed, rate, held)
 
     @staticmethod
     def _analysis(request: RemixRequest, song: Song, ranked: list[_Take],
@@ -397,7 +405,7 @@ class Remixer:
             model_version=request.model_version, seed=chosen.generated.seed, timings=dict(timings),
             fidelity=chosen.fidelity.as_dict(), key_tempo=song.change.as_dict(),
             takes=[report.as_dict() for report in take_reports(ranked)], beat_sync=chosen.moved,
-            beat_tracker=request.beat_tracker,
+            beat_tracker=request.beat_tracker, kept=list(song.kept),
         )
 
 
@@ -413,12 +421,46 @@ class Song:
     chords: list[chords.Segment]
     change: keytempo.KeyTempo
     vocals: np.ndarray  # (2, samples) float32 at separation.SAMPLE_RATE, moved with the key and tempo
+    kept: dict[str, np.ndarray] = field(default_factory=dict)  # the song's own parts to keep (keep), moved too
+
+
+@dataclass(frozen=True)
+class Held:
+    """What a remix holds at the output rate, before the mix: the instrumental (the new band's parts and the
+    song's kept ones), those parts by output name, and the song's vocals."""
+
+    instrumental: np.ndarray
+    parts: dict[str, np.ndarray]  # drums, bass, other (the new band) or song_<part> (kept), in slot order
+    vocals: np.ndarray
+
+
+def assemble(take: _Take, song: Song, rate: int) -> Held:
+    """A take's new band (32 kHz, synced) resampled once to `rate`, with the song's kept parts in place of its
+    own and the song's vocals (both from 44.1 kHz), all sample-aligned and as long as the song at `rate`."""
+    channels = take.instrumental.shape[0]
+    length = int(round(take.instrumental.shape[1] * rate / musicgen.SAMPLE_RATE))
+
+    def at_rate(samples: np.ndarray, source_rate: int) -> np.ndarray:
+        return mix.conform(samples, source_rate, rate, channels, length)
+
+    vocals = at_rate(song.vocals, separation.SAMPLE_RATE)
+    if take.band is None:  # nothing kept and no stems asked: the whole new band
+        return Held(at_rate(take.instrumental, musicgen.SAMPLE_RATE), {}, vocals)
+    parts = {}
+    for name in ("drums", "bass", "other"):
+        parts[name] = (at_rate(song.kept[name], separation.SAMPLE_RATE) if name in song.kept
+                       else at_rate(take.band[name], musicgen.SAMPLE_RATE))
+    instrumental = sum(parts.values())
+    return Held(instrumental.astype(np.float32),
+                {(KEPT_PREFIX + name if name in song.kept else name): part for name, part in parts.items()}, vocals)
 
 
 @dataclass(frozen=True)
 class _Mixed:
-    vocals: np.ndarray  # the song's vocals as mixed in, (channels, samples) at 32 kHz
-    remixed: np.ndarray  # the remix before encoding, (channels, samples) at 32 kHz
+    vocals: np.ndarray  # the song's vocals as mixed in, (channels, samples) at `rate`
+    remixed: np.ndarray  # the remix before encoding, (channels, samples) at `rate`
+    rate: int = musicgen.SAMPLE_RATE
+    held: Held | None = None
 
 
 @dataclass
@@ -495,7 +537,7 @@ def _write_analysis(analysis: SongAnalysis, song: Song, mixed: _Mixed, work: Pat
     """analysis.json and analysis.png; on a new tempo the song's audio is not on the analysis' timeline,
     so the picture draws the remix."""
     drawn = ((song.part.samples, song.part.sample_rate) if not song.change.changes_tempo
-             else (mixed.remixed, musicgen.SAMPLE_RATE))
+             else (mixed.remixed, mixed.rate))
     return {"analysis_json": write_json(analysis, work / "analysis.json"),
             "analysis_png": render_png(analysis, *drawn, work / "analysis.png")}
 
@@ -513,27 +555,41 @@ def _write_midi(analysis: SongAnalysis, work: Path) -> Path:
                             for s in analysis.sections], analysis.duration)
 
 
-def _write_other_takes(request: RemixRequest, ranked: list[_Take], vocals: np.ndarray,
+def _write_other_takes(request: RemixRequest, song: Song, ranked: list[_Take], rate: int,
                        work: Path) -> dict[str, Path]:
-    """take2 ... takeN, best first, each mixed with the same vocals as the remix."""
-    rate, suffix = musicgen.SAMPLE_RATE, request.output_format
+    """take2 ... takeN, best first, each held as the remix is (the same vocals and kept parts, the same rate)."""
+    suffix = request.output_format
     written = {}
     for rank, take in enumerate(ranked[1:], start=2):
-        other = mix.mix(take.instrumental, vocals, rate, request.normalization_strategy)
+        held = assemble(take, song, rate)
+        other = mix.mix(held.instrumental, held.vocals, rate, request.normalization_strategy)
         written[f"take{rank}"] = audio.write_audio(other, rate, work / f"take{rank}.{suffix}", suffix)
     return written
 
 
 def _result(moved: dict[str, Path], analysis: SongAnalysis, ranked: list[_Take],
-            timings: dict[str, float]) -> RemixResult:
+            timings: dict[str, float], rate: int) -> RemixResult:
     chosen = ranked[0]
     return RemixResult(moved["remix"], moved.get("instrumental"), analysis, chosen.generated.seed,
-                       musicgen.SAMPLE_RATE, timings,
-                       stems={name: moved[name] for name in STEM_OUTPUTS if name in moved},
+                       rate, timings,
+                       stems={name: moved[name] for name in _stem_names(moved)},
                        analysis_json=moved.get("analysis_json"), analysis_png=moved.get("analysis_png"),
                        fidelity=chosen.fidelity, takes=take_reports(ranked),
                        take_outputs={name: path for name, path in moved.items() if name.startswith("take")},
                        midi=moved.get("midi"))
+
+
+def _stem_names(available) -> list[str]:
+    """The stems' output names in their slots' order, each named by where it came from (drums, or song_drums
+    when the song's own drums were kept)."""
+    return [name for part in STEM_OUTPUTS for name in (part, KEPT_PREFIX + part) if name in available]
+
+
+def output_rate(request: RemixRequest, song_rate: int) -> int:
+    """The outputs' sample rate: the upload's own between 32 and 48 kHz ('song'), or the one asked for."""
+    if request.output_sample_rate == "song":
+        return int(min(max(song_rate, musicgen.SAMPLE_RATE), 48000))
+    return int(request.output_sample_rate)
 
 
 def _with_other(instrumental: np.ndarray, band: dict[str, np.ndarray] | None) -> dict[str, np.ndarray] | None:

@@ -13,6 +13,9 @@ from remixer.errors import RemixerError
 from remixer.musicgen import MODEL_VERSIONS, Sampling
 from remixer.rhythm import TRACKERS
 
+KEEPABLE = ("drums", "bass", "other")  # demucs' stems besides the vocals (always kept)
+OUTPUT_RATES = ("song", "32000", "44100", "48000")
+
 _SAMPLING = Sampling()  # the sampling defaults' one home
 
 MAX_TAKES = 4
@@ -120,6 +123,13 @@ INPUTS: tuple[InputSpec, ...] = (
               "Also return song.mid: a standard MIDI file with the song's tempo map from its detected beats (a "
               "DAW's bar lines land on its bars, meter included), its chords as played notes and its sections as "
               "markers, on the remix's timeline (after tempo and transpose)."),
+    InputSpec("keep", str, None,
+              "The song's own parts to keep under the new band, in place of its parts: any of drums, bass, other "
+              "(e.g. 'drums,bass'); the vocals are always kept. Unset: a whole new band.", optional=True),
+    InputSpec("output_sample_rate", str, OUTPUT_RATES[0],
+              "The outputs' sample rate: song (the upload's own, 32 to 48 kHz, so its vocals and kept parts keep "
+              "their full bandwidth) or 32000 (MusicGen's own rate, what the published predictor returned), "
+              "44100, 48000.", choices=OUTPUT_RATES),
     InputSpec("tempo", float, None,
               f"New tempo in bpm ({TEMPO_RANGE[0]:g}x to {TEMPO_RANGE[1]:g}x the song's detected tempo; unset or -1: "
               "the song's): the whole song is scaled to it, vocals time-stretched with their pitch kept.",
@@ -127,6 +137,25 @@ INPUTS: tuple[InputSpec, ...] = (
 )
 
 SPECS = {spec.name: spec for spec in INPUTS}
+
+
+def kept_parts(keep: str | None) -> tuple[str, ...]:
+    """keep's parts in the stems' order ('bass, drums' -> ('drums', 'bass')); () when unset."""
+    named = set((keep or "").replace(",", " ").split())
+    return tuple(part for part in KEEPABLE if part in named)
+
+
+def keep_problems(keep: str) -> list[str]:
+    """What is wrong with a keep value, with what is accepted."""
+    named = (keep or "").replace(",", " ").split()
+    unknown = sorted(set(named) - set(KEEPABLE))
+    if unknown:
+        return [f"keep names the song's parts to keep: any of {', '.join(KEEPABLE)} (e.g. 'drums,bass'); "
+                f"{', '.join(map(repr, unknown))} is not one"]
+    if set(named) == set(KEEPABLE):
+        return [f"keep cannot keep all of {', '.join(KEEPABLE)}: nothing would be new (the remix would be the "
+                "song itself); keep one or two"]
+    return []
 
 
 @dataclass(frozen=True)
@@ -160,6 +189,8 @@ class RemixRequest:
     transpose: int = 0
     beat_tracker: str = TRACKERS[0]
     return_midi: bool = False
+    keep: str | None = None
+    output_sample_rate: str = OUTPUT_RATES[0]
     tempo: float | None = None
 
     def __post_init__(self):
@@ -232,6 +263,8 @@ class RemixRequest:
                 and self.end_time - self.start_time < MIN_SECTION_S:
             problems.append(f"end_time must be at least {MIN_SECTION_S:g} s after start_time, got "
                             f"{self.start_time:g} .. {self.end_time:g}")
+        if self.keep is not None:
+            problems += keep_problems(self.keep)
         if self.chords is not None:
             from remixer.chords import ChordError, parse_progression
 
