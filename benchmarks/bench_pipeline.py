@@ -65,7 +65,7 @@ def peak_gb() -> float:
 
 
 def write_full_weights(root: Path) -> Path:
-    write_all(root, components=["btc", "allin1", "musicgen"])  # BTC and All-In-One are written at full size
+    write_all(root, components=["btc", "allin1", "musicgen", "madmom"])  # BTC and All-In-One at full size; madmom real
     separation_writers.write_random_checkpoint(root, full_size=True)
     musicgen_writers.write_random_t5(root / "t5", full_size=True)
     musicgen_writers.write_random_encodec(root / "encodec", full_size=True)

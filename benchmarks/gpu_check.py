@@ -118,6 +118,9 @@ def timed_request(device, quick: bool, song_seconds: float, generate_seconds: fl
     from remixer.request import RemixRequest
     from remixer.tiny_weights import write_all
 
+    carried = Path(__file__).resolve().parents[1] / ".whl" / "madmom_models"
+    if carried.is_dir():  # madmom's networks carried loose (tools/gpu_wheels.sh): its wheel is cp311 only
+        os.environ.setdefault("REMIXER_MADMOM_MODELS", str(carried))
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "weights"
         start = time.perf_counter()

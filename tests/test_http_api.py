@@ -150,13 +150,13 @@ def test_openapi_lists_every_input(server):
     assert "default" not in props["seed"]
 
 
-def test_sync_prediction_with_data_uri_gives_stereo_32k_of_the_input_length(server):
+def test_sync_prediction_with_data_uri_gives_stereo_at_the_songs_rate_of_the_input_length(server):
     status, body = _request(f"{server['url']}/predictions",
                             {"input": {"prompt": "bossa nova", "music_input": _data_uri(_song_bytes()), "seed": 5}})
     assert status == 200 and body["status"] == "succeeded", body.get("error") or body.get("logs", "")[-2000:]
     assert len(body["output"]) == 1
     samples, sr = _decode_output(body["output"][0])
-    assert sr == 32000 and samples.shape == (2, 4 * 32000)
+    assert sr == SONG_SR and samples.shape == (2, 4 * SONG_SR)  # output_sample_rate=song
     assert "seed 5" in body["logs"] or "(seed 5)" in body["logs"]
     # Replicate's metrics: each stage's seconds, the fidelity numbers and the seed (Cog's metric API).
     metrics = body["metrics"]
@@ -187,7 +187,7 @@ def test_url_input_mp3_mono_and_instrumental(server):
         url = f"http://127.0.0.1:{files.server_address[1]}/song.wav"
         status, body = _request(f"{server['url']}/predictions", {"input": {
             "prompt": "lofi", "music_input": url, "model_version": "chord", "output_format": "mp3",
-            "return_instrumental": True, "seed": 1}})
+            "return_instrumental": True, "seed": 1, "output_sample_rate": "32000"}})
     finally:
         files.shutdown()
         files.server_close()
@@ -195,7 +195,7 @@ def test_url_input_mp3_mono_and_instrumental(server):
     assert len(body["output"]) == 2 and all(uri.startswith("data:audio/mpeg") for uri in body["output"])
     for uri in body["output"]:
         samples, sr = _decode_output(uri)
-        assert sr == 32000 and samples.shape[0] == 1
+        assert sr == 32000 and samples.shape[0] == 1  # output_sample_rate=32000: what the original returned
         assert abs(samples.shape[1] - 4 * 32000) <= 576  # mp3 granule
 
 
@@ -309,7 +309,7 @@ def test_analysis_stems_and_a_section_come_back_in_order(server):
     assert len(names) == 8  # remix, instrumental, drums, bass, other, vocals, analysis.json, analysis.png
     assert names[-2:] == ["json", "png"]
     audio = [_decode_output(uri) for uri in body["output"][:6]]
-    assert all(sr == 32000 and samples.shape == (1, int(7.5 * 32000)) for samples, sr in audio)  # the section
+    assert all(sr == SONG_SR and samples.shape == (1, int(7.5 * SONG_SR)) for samples, sr in audio)  # the section
     instrumental = audio[1][0]
     parts = sum(samples for samples, _ in audio[2:5])
     # Drums + bass + other add up to the instrumental (16-bit rounding of four files, peak-normalised).
@@ -337,7 +337,7 @@ def test_a_real_song_through_the_server_with_madmoms_beats_gets_its_bars_and_use
         "beat_tracker": "madmom", "end_time": 10.0, "chords": "C G Am F", "return_analysis": True}})
     assert body["status"] == "succeeded", body.get("error") or body.get("logs", "")[-2000:]
     samples, rate = _decode_output(body["output"][0])
-    assert rate == 32000 and samples.shape[1] == 10 * 32000
+    assert rate == 44100 and samples.shape[1] == 10 * 44100  # the recording's own rate
     report = json.loads(base64.b64decode(body["output"][1].split(",", 1)[1]))
     assert report["beat_tracker"] == "madmom" and report["meter"] == 4 and abs(report["bpm"] - 176) <= 1.5
     chord_starts = [c["start"] for c in report["chords"]]
@@ -371,7 +371,7 @@ def test_async_prediction_sends_webhooks(server):
         assert done["status"] == "succeeded", done.get("error")
         assert any(e.get("status") == "processing" for e in hooks.events)  # the start event
         samples, sr = _decode_output(done["output"][0])
-        assert sr == 32000 and samples.shape == (1, 2 * 32000)
+        assert sr == SONG_SR and samples.shape == (1, 2 * SONG_SR)
     finally:
         hooks.close()
 
@@ -420,5 +420,5 @@ def test_takes_through_the_server_return_the_other_takes_after_the_remix(server)
     assert status == 200 and body["status"] == "succeeded", body.get("error")
     assert len(body["output"]) == 2  # the remix, then take2
     first, second = (_decode_output(uri)[0] for uri in body["output"])
-    assert first.shape == second.shape == (1, 32000) and not np.array_equal(first, second)
+    assert first.shape == second.shape == (1, SONG_SR) and not np.array_equal(first, second)
     assert "takes ranked by fidelity score" in body.get("logs", "")

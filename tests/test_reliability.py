@@ -85,7 +85,8 @@ def test_bad_upload_corpus(server, tmp_path):
         if problem is None:
             assert body["status"] == "succeeded", (name, body.get("error"))
             samples, sr = _decode_output(body["output"][0])
-            assert sr == 32000 and samples.shape[0] == 1 and np.all(np.isfinite(samples)), name
+            # The upload's own rate between 32 and 48 kHz (output_sample_rate=song).
+            assert 32000 <= sr <= 48000 and samples.shape[0] == 1 and np.all(np.isfinite(samples)), name
             assert np.abs(samples).max() <= 1.0, name
         else:
             assert body["status"] == "failed", name

