@@ -11,7 +11,8 @@ VOCALS_LEVEL = 0.25
 
 
 def prepare_vocals(vocals: np.ndarray, vocals_rate: int, sample_rate: int, channels: int, length: int) -> np.ndarray:
-    """Vocals at the model's rate and channel count, sample-aligned with the song and `length` long.
+    """Vocals (demucs' 44.1 kHz) at the output's rate and the model's channel count, sample-aligned with the
+    song and `length` long, resampled once (never through the model's 32 kHz).
 
     Stereo vocals stay stereo for stereo models (the original downmixed them).
     """

@@ -443,16 +443,19 @@ def assemble(take: _Take, song: Song, rate: int) -> Held:
     def at_rate(samples: np.ndarray, source_rate: int) -> np.ndarray:
         return mix.conform(samples, source_rate, rate, channels, length)
 
-    vocals = at_rate(song.vocals, separation.SAMPLE_RATE)
+    vocals = mix.prepare_vocals(song.vocals, separation.SAMPLE_RATE, rate, channels, length)
+    band = at_rate(take.instrumental, musicgen.SAMPLE_RATE)
     if take.band is None:  # nothing kept and no stems asked: the whole new band
-        return Held(at_rate(take.instrumental, musicgen.SAMPLE_RATE), {}, vocals)
-    parts = {}
-    for name in ("drums", "bass", "other"):
-        parts[name] = (at_rate(song.kept[name], separation.SAMPLE_RATE) if name in song.kept
-                       else at_rate(take.band[name], musicgen.SAMPLE_RATE))
-    instrumental = sum(parts.values())
-    return Held(instrumental.astype(np.float32),
-                {(KEPT_PREFIX + name if name in song.kept else name): part for name, part in parts.items()}, vocals)
+        return Held(band, {}, vocals)
+    # The band's parts at the output rate; "other" is what drums and bass leave of the band, so the parts add
+    # up to it exactly (as at 32 kHz), and without kept parts the instrumental is the band itself.
+    played = {name: at_rate(take.band[name], musicgen.SAMPLE_RATE) for name in ("drums", "bass")}
+    played["other"] = band - played["drums"] - played["bass"]
+    parts = {(KEPT_PREFIX + name if name in song.kept else name):
+             (at_rate(song.kept[name], separation.SAMPLE_RATE) if name in song.kept else played[name])
+             for name in ("drums", "bass", "other")}
+    instrumental = band if not song.kept else np.sum(list(parts.values()), axis=0).astype(np.float32)
+    return Held(instrumental, parts, vocals)
 
 
 @dataclass(frozen=True)

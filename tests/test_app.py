@@ -134,6 +134,12 @@ def test_the_page_shows_every_input_of_the_table_with_its_default(browser):
         if spec.name == "music_input":
             assert _css(browser, "#song input[type=file]")
             continue
+        if spec.name == "keep":  # three check boxes, one per part of the song, none checked
+            element = _css(browser, "#input-keep")
+            boxes = element.find_elements("css selector", "input[type=checkbox]")
+            assert len(boxes) == 3 and not any(box.is_selected() for box in boxes)
+            assert all(part in element.text for part in ("drums", "bass", "other"))
+            continue
         shown = _value_of(browser, spec)
         expected = web.page_default(spec)
         if spec.type is bool:
@@ -228,3 +234,22 @@ def test_cancel_stops_the_remix_at_its_next_generation_step(tiny_remixer, tmp_pa
     assert not any((tmp_path / "sessions" / "s2").iterdir())
     again = page.remix("s2", str(song), {"prompt": "jazz", "model_version": "chord", "seed": 1}, lambda *_: None)
     assert again["error"] is None  # the flag is cleared for the next request
+
+
+def test_keep_check_boxes_reach_the_request_and_the_page_offers_the_kept_stem_and_the_midi(tiny_remixer, tmp_path):
+    """The keep check boxes give a list; the page turns it into the request's keep; the stem slot shows the
+    song's own drums (so labelled) and the downloads include song.mid."""
+    page = web.App(tiny_remixer, tmp_path)
+    song = write_song(tmp_path / "song.wav", 1.5)
+    values = {"prompt": "jazz", "model_version": "chord", "seed": 4,
+              **web._clean({"keep": ["drums"], "return_midi": True, "return_stems": True})}
+    assert values["keep"] == "drums"
+    done = page.remix("s2", str(song), values, lambda *_: None)
+    assert done["error"] is None, done["error"]
+    result = done["result"]
+    assert list(result.stems)[0] == "song_drums" and result.midi.name == "song.mid"
+    shown = web._shown(done, web.MAX_TAKE_PLAYERS, len(web.STEMS))
+    stems = shown[3 + web.MAX_TAKE_PLAYERS:3 + web.MAX_TAKE_PLAYERS + len(web.STEMS)]
+    assert stems[0]["label"] == "song drums" and stems[0]["value"] == str(result.stems["song_drums"])
+    assert str(result.midi) in shown[-1]
+    assert web._clean({"keep": []})["keep"] is None

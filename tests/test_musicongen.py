@@ -246,7 +246,8 @@ def test_a_song_with_no_beat_found_is_refused_naming_the_chord_versions(remixer,
     """Real: every stage (random All-In-One finds no beat)."""
     song = write_song(tmp_path / "song.wav", 3.0)
     with pytest.raises(musicgen.GenerationError, match=r"musicongen plays on the song's own beats, but no beat was "
-                       r"found in 'song.wav': remix this song with a chord model_version \(stereo-chord, "):
+                       r"found in 'song.wav' by all-in-one: try beat_tracker=madmom, or remix this song with a "
+                       r"chord model_version \(stereo-chord, "):
         remixer.remix(RemixRequest.from_inputs(prompt="x", music_input=str(song), model_version="musicongen"),
                       tmp_path / "out")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -124,7 +124,7 @@ def test_setup_is_timed_per_component_in_one_table(tiny_weights, caplog):
         fresh.load_version("chord")
         fresh.load_version("chord")  # cached: not loaded or timed again
         fresh.log_setup()
-    assert list(fresh.setup_timings) == ["download", "demucs", "All-In-One", "BTC", "T5 + EnCodec",
+    assert list(fresh.setup_timings) == ["download", "demucs", "All-In-One", "madmom", "BTC", "T5 + EnCodec",
                                           "MusicGen-Chord chord"]
     table = [r.getMessage() for r in caplog.records if r.getMessage().startswith("setup:")]
     assert len(table) == 1 and "MusicGen-Chord chord" in table[0] and "total" in table[0]

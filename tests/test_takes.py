@@ -120,8 +120,9 @@ def test_one_take_is_the_remix_before_takes(tmp_path, monkeypatch):
 
     monkeypatch.setattr(generation, "generate_takes", spy)
     song = write_song(tmp_path / "song.wav", 3.0)
-    result = remixer.remix(RemixRequest.from_inputs(prompt="funk", music_input=str(song),
-                                                    model_version="stereo-chord", seed=7), tmp_path / "out")
+    # The recording was made at 32 kHz, the rate every output had then (output_sample_rate=32000 keeps it).
+    result = remixer.remix(RemixRequest.from_inputs(prompt="funk", music_input=str(song), model_version="stereo-chord",
+                                                    seed=7, output_sample_rate="32000"), tmp_path / "out")
     (take,) = seen
     assert take.tokens.tolist() == recorded["tokens"]
     remixed, remixed_rate = sf.read(result.remix, dtype="int16", always_2d=True)
@@ -158,7 +159,8 @@ def test_wiring_the_best_take_is_returned_and_the_others_follow_in_rank_order(ti
     monkeypatch.setattr(pipeline.mix, "mix", spy_mix)
     song = write_song(tmp_path / "song.wav", 2.0)
     request = RemixRequest.from_inputs(prompt="x", music_input=str(song), model_version="chord", seed=5, takes=3,
-                                       return_takes=True, return_analysis=True, return_instrumental=True)
+                                       return_takes=True, return_analysis=True, return_instrumental=True,
+                                       output_sample_rate="32000")  # the mix gets each take's own samples
     result = tiny_remixer.remix(request, tmp_path / "out")
     assert [p.name for p in result.outputs] == ["remix.wav", "instrumental.wav", "analysis.json", "analysis.png",
                                                 "take2.wav", "take3.wav"]

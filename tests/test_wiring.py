@@ -393,7 +393,7 @@ def test_wiring_a_section_is_cut_where_asked_and_reported_on_the_songs_timeline(
     assert report["section"] == {"start": 1.5, "end": 7.0} and report["duration"] == pytest.approx(5.5)
     assert report["downbeats"] == pytest.approx([2.0, 4.0, 6.0])
     assert [(c["start"], c["end"], c["label"]) for c in report["chords"]] == [(1.5, 4.0, "A:min"), (4.0, 7.0, "E:7")]
-    assert sf.info(result.remix).frames == int(5.5 * generation.SAMPLE_RATE)
+    assert sf.info(result.remix).frames == int(5.5 * SR)  # the part, at the song's rate
 
 
 def test_wiring_a_short_progression_repeats_to_the_songs_end(remixer, song, tmp_path, monkeypatch):
