@@ -142,7 +142,7 @@ def component_for(spec: InputSpec):
     default = page_default(spec)
     common = dict(label=spec.name, info=spec.description, elem_id=f"input-{spec.name}")
     if spec.name == "keep":  # a list of the song's parts: one check box each
-        return gr.CheckboxGroup(choices=list(KEEPABLE), value=kept_parts(default), **common)
+        return gr.CheckboxGroup(choices=list(KEEPABLE), value=list(kept_parts(default)), **common)
     if spec.type is bool:
         return gr.Checkbox(value=default, **common)
     if spec.choices:
