@@ -124,3 +124,19 @@ def test_kept_bass_moves_with_the_key_kept_drums_do_not(tiny_remixer, song_stems
     _, moved = _gain_and_residual(mix.conform(shifted, 44100, rate, 1, length), bass)
     _, unmoved = _gain_and_residual(mix.conform(stems["bass"], 44100, rate, 1, length), bass)
     assert moved <= ROUNDED < 10 * ROUNDED < unmoved  # bass: shifted like the vocals, formants kept
+
+
+def test_kept_drums_are_stretched_with_tempo_as_the_vocals_are(tiny_remixer, song_stems, tmp_path):
+    part, stems = song_stems
+    bpm = tiny_remixer.tracker.analyze_mix(part.samples, part.sample_rate).bpm
+    tempo = round(bpm * 0.9, 1)
+    request = RemixRequest.from_inputs(prompt="funk", music_input=str(SONG), model_version="chord", end_time=SECONDS,
+                                       keep="drums", tempo=tempo, beat_tracker="madmom", return_stems=True, seed=1,
+                                       normalization_strategy="peak")
+    result = tiny_remixer.remix(request, tmp_path)
+    drums, rate = _read(result.stems["song_drums"])
+    factor = bpm / tempo
+    assert drums.shape[1] == pytest.approx(SECONDS * factor * rate, abs=rate / 50)
+    stretched = keytempo.stretch_time(stems["drums"], 44100, factor)
+    _, residual = _gain_and_residual(mix.conform(stretched, 44100, rate, 1, drums.shape[1]), drums)
+    assert residual <= ROUNDED
