@@ -387,7 +387,7 @@ class Remixer:
                                                       work / f"{name}.{suffix}", suffix)
                 written["vocals"] = audio.write_audio(mix.vocals_as_mixed(held.instrumental, held.vocals, remixed),
                                                       rate, work / f"vocals.{suffix}", suffix)
-        return written, _Mixed(held.vocals, remixed, rate, held)
+        return written, _Mixed(remixed, rate)
 
     @staticmethod
     def _analysis(request: RemixRequest, song: Song, ranked: list[_Take],
@@ -460,10 +460,8 @@ def assemble(take: _Take, song: Song, rate: int) -> Held:
 
 @dataclass(frozen=True)
 class _Mixed:
-    vocals: np.ndarray  # the song's vocals as mixed in, (channels, samples) at `rate`
     remixed: np.ndarray  # the remix before encoding, (channels, samples) at `rate`
-    rate: int = musicgen.SAMPLE_RATE
-    held: Held | None = None
+    rate: int  # the outputs' rate (output_rate)
 
 
 @dataclass
