@@ -53,10 +53,7 @@ def main() -> None:
     start = time.perf_counter()
     found = tracker.analyze_mix(samples, rate)
     rows.append(("madmom (networks + compiled bar tracker), from the mix", time.perf_counter() - start))
-    pcm = np.round(np.clip(samples.mean(axis=0), -1, 1) * 32767).astype(np.int16)
-    if rate != rhythm.SAMPLE_RATE:
-        pcm = np.round(np.clip(soxr.resample(samples.mean(axis=0), rate, rhythm.SAMPLE_RATE), -1, 1)
-                       * 32767).astype(np.int16)
+    pcm = tracker.pcm(samples, rate)
     start = time.perf_counter()
     activations = tracker.activations.process(pcm)
     rows.append(("  madmom: the 8 networks", time.perf_counter() - start))

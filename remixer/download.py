@@ -121,10 +121,7 @@ def ask(url: str, timeout_s: float = TIMEOUT_S) -> Remote:
     try:
         request = urllib.request.Request(url, headers={"Range": "bytes=0-0"})
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            match = re.match(r"bytes 0-0/(\d+)", response.headers.get("Content-Range", ""))
-            length = response.headers.get("Content-Length")
-            size = int(match.group(1)) if match else (int(length) if response.status == 200 and length else None)
-            return Remote(True, size, method)
+            return Remote(True, _first_byte_answer(response)[1], method)
     except urllib.error.HTTPError as error:
         return Remote(False, None, method, f"HTTP {error.code}")
     except (urllib.error.URLError, OSError, TimeoutError) as error:
@@ -136,17 +133,24 @@ def _network_problem(error: Exception) -> str:
     return f"unreachable ({reason})"
 
 
+def _first_byte_answer(response) -> tuple[bool, int | None]:
+    """(the server does ranges, the file's size when it says) from the answer to a bytes=0-0 request: a 206's
+    Content-Range total, or a 200's Content-Length (the whole file)."""
+    if response.status == 206:
+        match = re.match(r"bytes 0-0/(\d+)", response.headers.get("Content-Range", ""))
+        if match:
+            return True, int(match.group(1))
+    length = response.headers.get("Content-Length")
+    return False, int(length) if length is not None and response.status == 200 else None
+
+
 def _probe(job: Job, settings: Settings) -> tuple[bool, int | None]:
     """(server does ranges, total size) from a one-byte range request."""
     request = urllib.request.Request(job.url, headers={"Range": "bytes=0-0"})
     try:
         with urllib.request.urlopen(request, timeout=settings.timeout_s) as response:
-            if response.status == 206:
-                match = re.match(r"bytes 0-0/(\d+)", response.headers.get("Content-Range", ""))
-                if match:
-                    return True, int(match.group(1))
-            length = response.headers.get("Content-Length")
-            return False, int(length) if length is not None and response.status == 200 else job.size
+            ranged, size = _first_byte_answer(response)
+            return ranged, size if size is not None else job.size
     except urllib.error.HTTPError as error:
         raise DownloadError(f"could not download {job.target.name} from {job.url}: HTTP {error.code}") from None
     except (urllib.error.URLError, OSError, TimeoutError) as error:

@@ -126,14 +126,15 @@ class CompiledLSTM:
         from madmom_infer.ml.nn.activations import sigmoid, tanh
 
         gates = (layer.input_gate, layer.forget_gate, layer.cell, layer.output_gate)
-        if not (all(g.activation_fn is sigmoid for g in gates[::3] + gates[1:2]) and gates[2].activation_fn is tanh
-                and layer.activation_fn is tanh and all(g.peephole_weights is not None for g in gates[::3] + gates[1:2])
+        peephole_gates = (layer.input_gate, layer.forget_gate, layer.output_gate)
+        if not (all(g.activation_fn is sigmoid and g.peephole_weights is not None for g in peephole_gates)
+                and layer.cell.activation_fn is tanh and layer.activation_fn is tanh
                 and not np.any(layer.init) and not np.any(layer.cell_init)):
             raise ValueError("not the peephole LSTM of madmom's downbeat networks")
         self.weights = [np.ascontiguousarray(g.weights, dtype=np.float32) for g in gates]
         self.biases = [np.asarray(g.bias, dtype=np.float32) for g in gates]
         self.recurrent = np.ascontiguousarray(np.stack([g.recurrent_weights for g in gates]), dtype=np.float32)
-        self.peepholes = np.ascontiguousarray(np.stack([g.peephole_weights for g in (gates[0], gates[1], gates[3])]),
+        self.peepholes = np.ascontiguousarray(np.stack([g.peephole_weights for g in peephole_gates]),
                                               dtype=np.float32)
 
     def __call__(self, data: np.ndarray, reset: bool = True, **kwargs) -> np.ndarray:

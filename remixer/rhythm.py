@@ -151,16 +151,21 @@ class MadmomTracker:
         # The same paths as madmom-infer's numpy Viterbi, about 8x faster (remixer.madmom_compiled).
         self.bars.hmms = [CompiledViterbi(hmm) for hmm in self.bars.hmms]
 
-    def analyze_mix(self, samples: np.ndarray, sample_rate: int) -> Rhythm:
-        """A mix ((channels, n) or (n,) float at any rate) -> Rhythm, with meter, no sections."""
+    @staticmethod
+    def pcm(samples: np.ndarray, sample_rate: int) -> np.ndarray:
+        """What the networks read: the mix in mono at 44.1 kHz as the int16 samples madmom reads from a decoded
+        file (its STFT scales integer input to +-1)."""
         import soxr
 
-        start = time.perf_counter()
         mono = np.atleast_2d(np.asarray(samples, dtype=np.float32)).mean(axis=0)
         if sample_rate != SAMPLE_RATE:
             mono = soxr.resample(mono, sample_rate, SAMPLE_RATE)
-        # The int16 samples madmom reads from a decoded file (its STFT scales integer input to +-1).
-        pcm = np.round(np.clip(mono, -1.0, 1.0) * 32767).astype(np.int16)
+        return np.round(np.clip(mono, -1.0, 1.0) * 32767).astype(np.int16)
+
+    def analyze_mix(self, samples: np.ndarray, sample_rate: int) -> Rhythm:
+        """A mix ((channels, n) or (n,) float at any rate) -> Rhythm, with meter, no sections."""
+        start = time.perf_counter()
+        pcm = self.pcm(samples, sample_rate)
         activations = self.activations.process(pcm)
         found = self.bars.process(activations) if len(pcm) else np.zeros((0, 2))
         beats = [float(t) for t in found[:, 0]] if len(found) else []

@@ -167,8 +167,7 @@ def test_compiled_viterbi_gives_madmom_infers_own_paths_on_a_real_recording(trac
     from madmom_infer.features.downbeats import DBNDownBeatTrackingProcessor
 
     song = audio.decode(SONGS / "lets_go_fishin_0-40s.ogg")
-    mono = song.samples.mean(axis=0)
-    pcm = np.round(np.clip(mono, -1, 1) * 32767).astype(np.int16)
+    pcm = tracker.pcm(song.samples, song.sample_rate)
     activations = tracker.activations.process(pcm)
     theirs = DBNDownBeatTrackingProcessor(beats_per_bar=[3, 4], fps=100)
     for hmm in theirs.hmms:
@@ -191,7 +190,7 @@ def test_compiled_networks_give_madmom_infers_own_beats_on_real_recordings(track
     theirs = NeuralNetworkEnsemble([checkpoints.read_pickle(p, "madmom network", checkpoints.MADMOM)
                                     for p in paths])
     song = audio.decode(SONGS / name)
-    pcm = np.round(np.clip(song.samples.mean(axis=0), -1, 1) * 32767).astype(np.int16)
+    pcm = tracker.pcm(song.samples, song.sample_rate)
     features = tracker.activations.processors[0].process(pcm)
     reference = np.delete(theirs.process(features), 0, axis=1)
     ours = tracker.activations.process(pcm)
