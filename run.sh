@@ -4,6 +4,7 @@
 #   ./run.sh remix SONG --prompt TEXT ...   remix a song (see ./run.sh remix --help)
 #   ./run.sh batch MANIFEST --out DIR        remix many songs on Ray (see ./run.sh batch --help)
 #   ./run.sh app [--port 7860]              remix from the browser (see ./run.sh app --help)
+#   ./run.sh lint                           the linter CI runs before the tests (ruff; rules in pyproject.toml)
 #   ./run.sh setup                          only install
 # Idempotent: a second run skips every install step whose inputs did not change.
 set -euo pipefail
@@ -78,8 +79,9 @@ case "$cmd" in
   setup) setup ;;
   test) setup; if need_browser; then with_lock "$APT_LOCK" install_browser; fi  # the app's browser tests
         export PATH="$PWD/.venv/bin:$PATH"; exec .venv/bin/python -m pytest "$@" ;;
+  lint) setup; exec .venv/bin/ruff check "$@" . ;;
   remix) setup; export PATH="$PWD/.venv/bin:$PATH"; exec .venv/bin/python -m remixer "$@" ;;
   batch) setup; export PATH="$PWD/.venv/bin:$PATH"; exec .venv/bin/python -m remixer batch "$@" ;;
   app) setup; export PATH="$PWD/.venv/bin:$PATH"; exec .venv/bin/python -m remixer app "$@" ;;
-  *) sed -n '2,8p' "$0"; exit 2 ;;
+  *) sed -n '2,9p' "$0"; exit 2 ;;
 esac

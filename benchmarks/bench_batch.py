@@ -16,7 +16,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 from remixer.batch import import_ray, run_batch
 from remixer.manifest import read_manifest
 from remixer.pipeline import Remixer

@@ -18,10 +18,15 @@ import time
 import numpy as np
 import pytsmod
 
-
 from remixer import beatsync
 from remixer.testing.beats import (
-    SR, bass_purity, click_track, expected_positions, instrumental, signed_errors, warped,
+    SR,
+    bass_purity,
+    click_track,
+    expected_positions,
+    instrumental,
+    signed_errors,
+    warped,
 )
 
 

@@ -17,7 +17,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 from remixer import download
 from remixer.testing.file_server import Behaviour, FileServer
 

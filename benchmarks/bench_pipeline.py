@@ -50,9 +50,9 @@ from remixer import audio, beatsync, chords, conversion, generation, mix, models
 from remixer.device import pick_device
 from remixer.pipeline import Remixer
 from remixer.testing import musicgen as musicgen_writers
+from remixer.testing import separation as separation_writers
 from remixer.testing.rhythm import folds_in
 from remixer.testing.separation import checkpoint_in
-from remixer.testing import separation as separation_writers
 from remixer.tiny_weights import write_all
 
 SONG_RATE = 44100

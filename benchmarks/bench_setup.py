@@ -20,7 +20,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 SETUP = """
 import logging, sys, time
 logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)

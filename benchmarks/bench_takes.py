@@ -37,11 +37,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import bench_generation
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-import bench_generation
 from remixer import decoding, generation
 
 GOAL = 1.5  # 4 takes against 1, per step

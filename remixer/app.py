@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from remixer.options import add_setup_flags, setup_logging, use_mirror
 from remixer.errors import RemixerError
+from remixer.options import add_setup_flags, setup_logging, use_mirror
 from remixer.request import INPUTS, KEEPABLE, SPECS, UNSET, InputSpec, RemixRequest, kept_parts
 
 log = logging.getLogger("remixer")

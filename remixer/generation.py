@@ -23,8 +23,7 @@ from remixer.chords import WINDOW_SECONDS, window_chroma
 from remixer.conditions import WINDOW_FRAMES, SongFrames, WindowFrames, window
 from remixer.device import free_bytes
 from remixer.errors import RemixerError
-from remixer.decoding import Sampling
-from remixer.musicgen import CARD, FRAME_RATE, SAMPLE_RATE, GenerationError
+from remixer.musicgen import CARD, FRAME_RATE, SAMPLE_RATE, GenerationError, Sampling
 
 if TYPE_CHECKING:  # the model type, without importing transformers' modelling code here
     from remixer.models import ChordModel
@@ -184,9 +183,8 @@ def generate_takes(
     for index, ((prefix, steps), new_frames) in enumerate(zip(conditions, new_per_window)):
         prompt = codes[:, :, -prompt_frames:] if index > 0 else codes
         plan = decoding.plan_window(prompt, new_frames, decoder.delays, model.device)
-        before = done
         window_codes = window_decoder.decode(prefix, plan, sampling, generator,
-                                             progress=lambda chosen, _window_total: step_to(before + chosen),
+                                             progress=lambda chosen, _total, before=done: step_to(before + chosen),
                                              steps=steps)
         codes = torch.cat([codes, window_codes[:, :, prompt.shape[2]:].cpu()], dim=2)
         log.info("generation: window %d/%d done (%.0f s of %.0f s%s; %s)", index + 1, len(starts),

@@ -65,7 +65,8 @@ def viterbi(hmm, observations: np.ndarray) -> tuple[np.ndarray, float]:
     state = int(np.argmax(last))
     log_probability = float(last[state])
     if np.isinf(log_probability):
-        warnings.warn("-inf log probability during Viterbi decoding cannot find a valid path", RuntimeWarning)
+        warnings.warn("-inf log probability during Viterbi decoding cannot find a valid path", RuntimeWarning,
+                      stacklevel=2)
         return np.empty(0, dtype=np.uint32), log_probability
     path = np.empty(len(densities), dtype=np.uint32)
     for frame in range(len(densities) - 1, -1, -1):

@@ -20,8 +20,24 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from remixer import (audio, beatsync, chords, conditions, conversion, fidelity, generation, keytempo, mbd, midi, mix,
-                     models, musicgen, rhythm, separation, weights)
+from remixer import (
+    audio,
+    beatsync,
+    chords,
+    conditions,
+    conversion,
+    fidelity,
+    generation,
+    keytempo,
+    mbd,
+    midi,
+    mix,
+    models,
+    musicgen,
+    rhythm,
+    separation,
+    weights,
+)
 from remixer.analysis import SongAnalysis, render_png, write_json
 from remixer.device import pick_device
 from remixer.errors import RemixerError

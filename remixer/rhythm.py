@@ -20,11 +20,15 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from remixer.errors import RemixerError
 from remixer.madmom_compiled import CompiledViterbi, compile_lstms
+
+if TYPE_CHECKING:  # torch is imported where a model runs: `beat_tracker=madmom` needs none
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +99,6 @@ class RhythmAnalyzer:
 def _postprocess(logits, cfg) -> Rhythm:
     from allin1_infer.postprocessing.functional import postprocess_functional_structure
     from allin1_infer.postprocessing.metrical import postprocess_metrical_structure
-    from allin1_infer.postprocessing.tempo import estimate_tempo_from_beats
 
     metrical = postprocess_metrical_structure(logits, cfg)
     sections = [Section(float(s.start), float(s.end), str(s.label))
@@ -124,8 +127,11 @@ class MadmomTracker:
         from functools import partial
 
         from madmom_infer.audio.signal import FramedSignalProcessor, SignalProcessor
-        from madmom_infer.audio.spectrogram import (FilteredSpectrogramProcessor, LogarithmicSpectrogramProcessor,
-                                                    SpectrogramDifferenceProcessor)
+        from madmom_infer.audio.spectrogram import (
+            FilteredSpectrogramProcessor,
+            LogarithmicSpectrogramProcessor,
+            SpectrogramDifferenceProcessor,
+        )
         from madmom_infer.audio.stft import ShortTimeFourierTransformProcessor
         from madmom_infer.features.downbeats import DBNDownBeatTrackingProcessor
         from madmom_infer.ml.nn import NeuralNetworkEnsemble
@@ -194,9 +200,9 @@ def read_fold(path: str | Path, device: "torch.device") -> "torch.nn.Module":
     """One All-In-One fold ({'config', 'state_dict'}), unpickled safely. The published files' config may be
     a plain dict or a pickled OmegaConf DictConfig of All-In-One's structured config: both load."""
     from allin1_infer.models.allinone import AllInOne
+    from omegaconf import OmegaConf
 
     from remixer import checkpoints
-    from omegaconf import OmegaConf
 
     package = checkpoints.read(path, "All-In-One checkpoint", checkpoints.ALLIN1)
     if not {"config", "state_dict"} <= set(package):

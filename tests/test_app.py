@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 
 from remixer import app as web
-from remixer.request import EMPTY_PROMPT
-from remixer.request import INPUTS, UNSET
+from remixer.request import EMPTY_PROMPT, INPUTS, UNSET
 from remixer.testing.audio import write_song
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")

@@ -10,10 +10,17 @@ from hypothesis import strategies as st
 from remixer import beatsync
 from remixer.beatsync import default_threshold, match_downbeats, plan_sync, sync_to_downbeats
 from remixer.testing.beats import (
-    BAR, SR, bass_purity, click_track, expected_positions, groove_scenario, instrumental, onset_errors, signed_errors,
+    BAR,
+    SR,
+    bass_purity,
+    click_track,
+    expected_positions,
+    groove_scenario,
+    instrumental,
+    onset_errors,
+    signed_errors,
     warped,
 )
-
 
 SCENARIOS = [  # (tempo ratio generated/song, drift, offset in seconds)
     (1.06, 0.02, 0.3),

@@ -189,7 +189,7 @@ def test_wiring_each_window_of_a_45_s_song_hears_its_own_slice(tiny_musicongen, 
     monkeypatch.setattr(WindowDecoder, "decode", spy)
     generation.generate_takes(tiny_musicongen, "funk", frames, 45.0, Sampling(top_k=5), seed=3)
     assert len(seen) == 2
-    for (prefix, steps, first), start in zip(seen, (0.0, 18.0)):
+    for (prefix, steps, _first), start in zip(seen, (0.0, 18.0)):
         own = conditions.window(frames, start)
         text = generation.encode_text(tiny_musicongen, "funk")
         expected_prefix = generation.condition_prefix(tiny_musicongen, text, own.prefix.astype(np.float32), True)

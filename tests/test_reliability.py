@@ -16,7 +16,6 @@ import soundfile as sf
 import torch
 
 from remixer.errors import RemixerError
-
 from tests.conftest import ffmpeg, tone
 from tests.test_http_api import _data_uri, _decode_output, _request, leftovers, start_server, stop_server
 

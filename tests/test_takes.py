@@ -181,7 +181,6 @@ def test_the_fidelity_reported_is_the_scorers(tiny_remixer, tmp_path, monkeypatc
     """Fixed: the song's and the new music's rhythm (known beats and downbeats) and chords. The measure
     then runs for real: the numbers in analysis.json are what the scorer gives for those inputs."""
     from btc import ChordSegment
-
     from remixer import rhythm
 
     song_downbeats, new_downbeats = [0.5, 2.5, 4.5, 6.5], [0.4, 2.3, 4.2, 6.1]

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from remixer import download, weights
-from remixer.weights import WeightFile, WeightsError
 from remixer.testing.file_server import Behaviour, FileServer
+from remixer.weights import WeightFile, WeightsError
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 

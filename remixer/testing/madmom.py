@@ -7,7 +7,6 @@ from pathlib import Path
 
 from remixer import weights
 
-
 CARRIED = "REMIXER_MADMOM_MODELS"  # a folder holding downbeats/2016/*.pkl (the GPU machine: tools/gpu_wheels.sh)
 
 
