@@ -162,7 +162,7 @@ def attention_part(model, rows: int, groups: int, prefix_length: int, span: int,
         with torch.inference_mode():
             for _ in decoder.layers:
                 if shared:
-                    decoding._shared_attention(query, keys, values, prefix, span, blocked, scale)
+                    decoding.decoder.shared_attention(query, keys, values, prefix, span, blocked, scale)
                 else:
                     scores = torch.matmul(query, keys[..., :span]).float().mul_(scale)
                     torch.matmul(scores.masked_fill_(blocked, float("-inf")).softmax(dim=-1).to(values.dtype),

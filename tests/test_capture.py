@@ -83,7 +83,7 @@ class FakeGraphs:
             raise self.error
         self.phase, self.capturing_graph = "capture", graph
         self.pools.append(pool)
-        self.lock_held_in_capture = decoding._CAPTURE_LOCK.locked()
+        self.lock_held_in_capture = decoding.graphs.CAPTURE_LOCK.locked()
         try:
             yield
         finally:
@@ -172,7 +172,7 @@ def test_a_failed_capture_falls_back_to_eager_with_the_same_tokens(window_inputs
     assert window.modes[0].startswith("eager (capture failed: injected failure at")
     assert (tokens < decoding.SPECIAL).all()  # no special token left in the grid
     assert torch.equal(tokens, eager_tokens(window_inputs))
-    assert not decoding._CAPTURE_LOCK.locked()
+    assert not decoding.graphs.CAPTURE_LOCK.locked()
 
 
 @pytest.mark.parametrize("phase", PHASES)
@@ -180,7 +180,7 @@ def test_strict_mode_makes_a_failed_capture_an_error(window_inputs, phase):
     window = graph_window(window_inputs, FakeGraphs(fail_at=phase), strict=True)
     with pytest.raises(DecodingError, match=r"capture failed \(injected failure at .*REMIXER_CUDA_GRAPHS=strict"):
         decode(window, window_inputs)
-    assert not decoding._CAPTURE_LOCK.locked()
+    assert not decoding.graphs.CAPTURE_LOCK.locked()
 
 
 def test_out_of_memory_during_capture_is_raised_for_the_pipeline(window_inputs):

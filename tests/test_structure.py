@@ -17,8 +17,20 @@ def test_btc_imports_nothing_from_remixer():
     assert done.stdout.strip() == "[]"
 
 
+def _product_modules() -> dict[str, Path]:
+    """Every module of the product by dotted name (a package by its own name, from its __init__), testing/ and
+    __main__ left out."""
+    found = {}
+    for path in (ROOT / "remixer").rglob("*.py"):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        if "testing" in parts or parts[-1] == "__main__" or parts == ("remixer", "__init__"):
+            continue
+        found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
 def test_no_product_module_imports_the_test_weight_writers():
-    product = [p for p in (ROOT / "remixer").glob("*.py") if p.name != "tiny_weights.py"] + [ROOT / "predict.py"]
+    product = [p for name, p in _product_modules().items() if name != "remixer.tiny_weights"] + [ROOT / "predict.py"]
     for path in product:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
@@ -41,23 +53,24 @@ def test_the_cog_image_and_single_remixes_do_not_need_ray():
     assert "ray==" in (ROOT / "requirements-batch.txt").read_text()
 
 
-def _remixer_imports(path: Path) -> set[str]:
-    """Every remixer module a file imports, at any level (lazy imports and TYPE_CHECKING ones included)."""
+def _remixer_imports(path: Path, modules: set[str]) -> set[str]:
+    """Every remixer module a file imports, at any level (lazy imports and TYPE_CHECKING ones included);
+    `from remixer.decoding import cache` imports the module remixer.decoding.cache, not the package."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.startswith("remixer.")}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            if node.module == "remixer":
-                found |= {f"remixer.{a.name}" for a in node.names}
-            elif node.module.startswith("remixer."):
-                found.add(node.module)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "remixer":
+            for alias in node.names:
+                named = f"{node.module}.{alias.name}"
+                found.add(named if named in modules or node.module == "remixer" else node.module)
     return found
 
 
 def test_product_modules_import_each_other_without_a_circle():
-    modules = {f"remixer.{p.stem}": p for p in (ROOT / "remixer").glob("*.py") if p.stem != "__init__"}
-    graph = {name: {m for m in _remixer_imports(path) if m in modules} for name, path in modules.items()}
+    modules = _product_modules()
+    graph = {name: {m for m in _remixer_imports(path, set(modules)) if m in modules and m != name}
+             for name, path in modules.items()}
     state: dict[str, str] = {}
 
     def visit(name: str, trail: list[str]) -> None:
@@ -76,7 +89,7 @@ def test_product_modules_import_each_other_without_a_circle():
 
 
 def test_each_module_imports_alone_and_the_package_exports_the_api():
-    names = sorted(f"remixer.{p.stem}" for p in (ROOT / "remixer").glob("*.py") if p.stem != "__main__")
+    names = sorted(_product_modules())
     code = ("import importlib, sys\n"
             f"for name in {names!r}:\n"
             "    for loaded in [m for m in sys.modules if m.startswith('remixer')]:\n"
@@ -102,17 +115,26 @@ def test_benchmarks_and_tools_never_import_the_tests():
         assert "sys.path.insert(0, str(Path(__file__).resolve().parents[1]))" not in text, path.name
 
 
-def test_readme_module_table_lists_exactly_the_modules():
+def test_the_layout_table_lists_exactly_the_modules():
     import re
 
-    readme = (ROOT / "README.md").read_text()
-    table = readme[readme.index("## Layout"):readme.index("## Licence")]
+    guide = (ROOT / "docs" / "development.md").read_text()
+    table = guide[guide.index("## Layout"):guide.index("## Tests")]
     listed = set(re.findall(r"^\| `remixer/(\w+)\.py` \|", table, flags=re.M))
     modules = {p.stem for p in (ROOT / "remixer").glob("*.py")} - {"__init__", "__main__"}
     assert listed == modules, (sorted(modules - listed), sorted(listed - modules))
-    testing_row = next(line for line in table.splitlines() if line.startswith("| `remixer/testing/`"))
-    helpers = {p.stem for p in (ROOT / "remixer" / "testing").glob("*.py")} - {"__init__"}
-    assert all(f"`{name}`" in testing_row for name in helpers), sorted(helpers)
+    for package in ("testing", "decoding"):  # a package's row names every module in it
+        row = next(line for line in table.splitlines() if line.startswith(f"| `remixer/{package}/`"))
+        parts = {p.stem for p in (ROOT / "remixer" / package).glob("*.py")} - {"__init__"}
+        assert all(f"`{name}`" in row for name in parts), (package, sorted(parts))
+
+
+def test_no_class_of_the_decode_loop_is_longer_than_150_lines():
+    """The decode package keeps one idea per class (issue 47): the loop, the cache, the capture, the step."""
+    sizes = [(node.end_lineno - node.lineno + 1, f"{path.name}:{node.name}")
+             for path in (ROOT / "remixer" / "decoding").glob("*.py")
+             for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.ClassDef)]
+    assert max(sizes)[0] <= 150, sorted(sizes)[-3:]
 
 
 def test_the_request_layer_and_the_clis_help_load_no_torch():
@@ -134,14 +156,14 @@ def test_errors_docstring_lists_every_error_class_of_the_family():
     from remixer.errors import RemixerError
 
     found = set()
-    for module in pkgutil.iter_modules(remixer.__path__):
-        if module.name in ("testing", "__main__"):
+    for module in pkgutil.walk_packages(remixer.__path__, "remixer."):
+        if module.name.split(".")[1] in ("testing", "__main__"):
             continue
-        loaded = importlib.import_module(f"remixer.{module.name}")
+        loaded = importlib.import_module(module.name)
         for name, value in vars(loaded).items():
             if inspect.isclass(value) and issubclass(value, RemixerError) and value is not RemixerError \
                     and value.__module__ == loaded.__name__:
-                found.add(f"{module.name}.{name}")
+                found.add(f"{module.name.split('.')[1]}.{name}")  # by the part: decoding.DecodingError
     listed = set(re.findall(r"^- (\w+\.\w+):", importlib.import_module("remixer.errors").__doc__, flags=re.M))
     assert listed == found, (sorted(found - listed), sorted(listed - found))
     names = [entry.split(".")[1] for entry in found]

@@ -137,9 +137,9 @@ BUGS = [
         "map_segments(generated_chords, time_map, duration)", "map_segments(generated_chords, identity, duration)"),
     Bug("fidelity: majmin and tetrads reported under each other's names", "remixer/fidelity.py",
         "    return scores[0], scores[1]\n", "    return scores[1], scores[0]\n"),
-    Bug("decode: the static step reads the whole cache, not its bucket", "remixer/decoding.py",
+    Bug("decode: the static step reads the whole cache, not its bucket", "remixer/decoding/cache.py",
         "    return min(length, (index // bucket + 1) * bucket)", "    return length"),
-    Bug("decode: the shared prefix of the condition half read by the null half too", "remixer/decoding.py",
+    Bug("decode: the shared prefix of the condition half read by the null half too", "remixer/decoding/cache.py",
         "(keys[::takes, :, :, :length].clone(), values[::takes, :, :length].clone())",
         "(keys[:groups, :, :, :length].clone(), values[:groups, :, :length].clone())"),
 ]
