@@ -8,7 +8,6 @@
 #   ./run.sh setup                          only install
 # Idempotent: a second run skips every install step whose inputs did not change.
 set -euo pipefail
-cd "$(dirname "$0")"
 
 apt_install() {  # Debian packages, as root or through sudo; waits for another install to finish
   local sudo="" wait="-o DPkg::Lock::Timeout=1200"
@@ -34,14 +33,53 @@ need_browser() { ! command -v chromium >/dev/null 2>&1 || ! command -v chromedri
 
 need_ffmpeg() { ! command -v ffmpeg >/dev/null 2>&1 || ! command -v ffprobe >/dev/null 2>&1; }
 
-find_python() {
+PYTHON_VERSION=3.11
+UV_VERSION=0.13.9  # pinned; from PyPI, where every other package comes from
+UV_TOOLS=.uv-tools     # a venv holding only uv, made when no uv is on PATH (git-ignored)
+UV_PYTHONS=.python     # where uv puts the interpreter it downloads (git-ignored: removing the checkout removes it)
+
+is_311() { [ -n "$1" ] && command -v "$1" >/dev/null 2>&1 && "$1" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; }
+
+find_uv() {  # a uv to fetch Python with: on PATH, or installed from PyPI into $UV_TOOLS with any python3
+  if command -v uv >/dev/null 2>&1; then echo uv; return 0; fi
+  if [ -x "$UV_TOOLS/bin/uv" ]; then echo "$UV_TOOLS/bin/uv"; return 0; fi
+  command -v python3 >/dev/null 2>&1 || return 1
+  echo "[setup] no uv on PATH: installing uv $UV_VERSION from PyPI into $UV_TOOLS/" >&2
+  if ! python3 -m venv "$UV_TOOLS" >/dev/null 2>&1; then  # Debian and Ubuntu ship venv apart from python3
+    rm -rf "$UV_TOOLS"
+    apt_install python3-venv >&2 && python3 -m venv "$UV_TOOLS" >/dev/null 2>&1 || { rm -rf "$UV_TOOLS"; return 1; }
+  fi
+  "$UV_TOOLS/bin/python" -m pip install -q "uv==$UV_VERSION" >&2 || { rm -rf "$UV_TOOLS"; return 1; }
+  echo "$UV_TOOLS/bin/uv"
+}
+
+fetch_python() {  # uv python install: a python-build-standalone build of CPython 3.11 into $UV_PYTHONS
+  local uv
+  [ "${REMIXER_FETCH_PYTHON:-1}" != "0" ] || return 1
+  uv=$(find_uv) || return 1
+  echo "[setup] no Python $PYTHON_VERSION here: $uv python install $PYTHON_VERSION downloads CPython from" \
+       "github.com/astral-sh/python-build-standalone (about 30 MB; UV_PYTHON_INSTALL_MIRROR moves it) into $UV_PYTHONS/" >&2
+  UV_PYTHON_INSTALL_DIR="$PWD/$UV_PYTHONS" "$uv" python install "$PYTHON_VERSION" >&2 || return 1
+  UV_PYTHON_INSTALL_DIR="$PWD/$UV_PYTHONS" "$uv" python find --managed-python "$PYTHON_VERSION"
+}
+
+find_python() {  # the interpreter .venv is made from: PYTHON, then one on PATH, then one uv installed or fetches
+  local py
   for py in "${PYTHON:-}" python3.11 python3; do
-    if [ -n "$py" ] && command -v "$py" >/dev/null 2>&1 \
-       && "$py" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
-      echo "$py"; return 0
-    fi
+    if is_311 "$py"; then echo "$py"; return 0; fi
   done
-  echo "[setup] Python 3.11 is required (set PYTHON=/path/to/python3.11)" >&2
+  if [ -n "${PYTHON:-}" ]; then
+    echo "[setup] PYTHON=$PYTHON is not Python $PYTHON_VERSION" >&2; return 1
+  fi
+  py=$(fetch_python) && is_311 "$py" && { echo "$py"; return 0; }
+  cat >&2 <<MESSAGE
+[setup] Python $PYTHON_VERSION is required (torch 2.9.1 and the pinned wheels are built for it), and none was found
+        or could be fetched. Any one of these gives one:
+          uv python install $PYTHON_VERSION          (uv: pip install uv, or https://docs.astral.sh/uv/)
+          sudo add-apt-repository ppa:deadsnakes/ppa && sudo apt install python3.11 python3.11-venv   (Ubuntu)
+          pyenv install 3.11                  (https://github.com/pyenv/pyenv)
+        then run this again, or point at it: PYTHON=/path/to/python3.11 ./run.sh ...
+MESSAGE
   return 1
 }
 
@@ -58,8 +96,10 @@ setup() {
 
 setup_venv() {
   if [ ! -x .venv/bin/python ]; then
-    echo "[setup] creating .venv"
-    "$(find_python)" -m venv .venv
+    local python
+    python=$(find_python) || exit 1
+    echo "[setup] creating .venv with $python"
+    "$python" -m venv .venv
   fi
   local stamp=.venv/.installed want
   want=$(cat requirements.txt requirements-test.txt requirements-batch.txt requirements-app.txt pyproject.toml | sha256sum | cut -d' ' -f1)
@@ -73,15 +113,20 @@ setup_venv() {
   fi
 }
 
-cmd=${1:-help}
-shift || true
-case "$cmd" in
-  setup) setup ;;
-  test) setup; if need_browser; then with_lock "$APT_LOCK" install_browser; fi  # the app's browser tests
-        export PATH="$PWD/.venv/bin:$PATH"; exec .venv/bin/python -m pytest "$@" ;;
-  lint) setup; exec .venv/bin/ruff check "$@" . ;;
-  remix) setup; export PATH="$PWD/.venv/bin:$PATH"; exec .venv/bin/python -m remixer "$@" ;;
-  batch) setup; export PATH="$PWD/.venv/bin:$PATH"; exec .venv/bin/python -m remixer batch "$@" ;;
-  app) setup; export PATH="$PWD/.venv/bin:$PATH"; exec .venv/bin/python -m remixer app "$@" ;;
-  *) sed -n '2,9p' "$0"; exit 2 ;;
-esac
+main() {
+  local cmd=${1:-help}
+  shift || true
+  case "$cmd" in
+    setup) setup ;;
+    test) setup; if need_browser; then with_lock "$APT_LOCK" install_browser; fi  # the app's browser tests
+          export PATH="$PWD/.venv/bin:$PATH"; exec .venv/bin/python -m pytest "$@" ;;
+    lint) setup; exec .venv/bin/ruff check "$@" . ;;
+    remix) setup; export PATH="$PWD/.venv/bin:$PATH"; exec .venv/bin/python -m remixer "$@" ;;
+    batch) setup; export PATH="$PWD/.venv/bin:$PATH"; exec .venv/bin/python -m remixer batch "$@" ;;
+    app) setup; export PATH="$PWD/.venv/bin:$PATH"; exec .venv/bin/python -m remixer app "$@" ;;
+    *) sed -n '2,9p' "$0"; exit 2 ;;
+  esac
+}
+
+# Sourced (tests call find_python alone), it defines the functions and runs nothing.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then cd "$(dirname "$0")"; main "$@"; fi
