@@ -6,7 +6,7 @@ pitch-shifted with their formants kept, time-stretched with their pitch kept.
 
 The shifter/stretcher is Signalsmith Stretch (MIT, `python-stretch`), chosen by
 measurement against Rubber Band (GPL), pedalboard (GPL), librosa's phase vocoder
-and our WSOLA (README, "Key and tempo"). It moves formants with the pitch, so a
+and our WSOLA (docs/key-and-tempo.md). It moves formants with the pitch, so a
 shift is followed by our spectral-envelope correction: each frame's cepstrally
 smoothed envelope is put back to the original's (`keep_envelope`).
 """
