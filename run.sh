@@ -7,6 +7,7 @@
 #   ./run.sh lint                           the linter CI runs before the tests (ruff; rules in pyproject.toml)
 #   ./run.sh setup                          only install
 # Idempotent: a second run skips every install step whose inputs did not change.
+# Python 3.11: $PYTHON, python3.11 or python3, else fetched with uv into .python/ (REMIXER_FETCH_PYTHON=0: never).
 set -euo pipefail
 
 apt_install() {  # Debian packages, as root or through sudo; waits for another install to finish
@@ -124,7 +125,7 @@ main() {
     remix) setup; export PATH="$PWD/.venv/bin:$PATH"; exec .venv/bin/python -m remixer "$@" ;;
     batch) setup; export PATH="$PWD/.venv/bin:$PATH"; exec .venv/bin/python -m remixer batch "$@" ;;
     app) setup; export PATH="$PWD/.venv/bin:$PATH"; exec .venv/bin/python -m remixer app "$@" ;;
-    *) sed -n '2,9p' "$0"; exit 2 ;;
+    *) sed -n '2,10p' "$0"; exit 2 ;;
   esac
 }
 
