@@ -59,7 +59,7 @@ fetch_python() {  # uv python install: a python-build-standalone build of CPytho
   [ "${REMIXER_FETCH_PYTHON:-1}" != "0" ] || return 1
   uv=$(find_uv) || return 1
   echo "[setup] no Python $PYTHON_VERSION here: $uv python install $PYTHON_VERSION downloads CPython from" \
-       "github.com/astral-sh/python-build-standalone (about 30 MB; UV_PYTHON_INSTALL_MIRROR moves it) into $UV_PYTHONS/" >&2
+       "github.com/astral-sh/python-build-standalone (its GitHub releases; UV_PYTHON_INSTALL_MIRROR moves it) into $UV_PYTHONS/" >&2
   UV_PYTHON_INSTALL_DIR="$PWD/$UV_PYTHONS" "$uv" python install "$PYTHON_VERSION" >&2 || return 1
   UV_PYTHON_INSTALL_DIR="$PWD/$UV_PYTHONS" "$uv" python find --managed-python "$PYTHON_VERSION"
 }
