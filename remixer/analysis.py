@@ -44,6 +44,7 @@ class SongAnalysis:
     beat_sync: dict | None = None  # how far beat-sync moved the returned take's downbeats
     beat_tracker: str = "all-in-one"  # which tracker found beats, bars and sections (madmom finds no sections)
     kept: list[str] = field(default_factory=list)  # the song's own parts kept under the new band (keep)
+    mix: dict | None = None  # the balance applied: the song's and the remix's, the gains (remixer.mix)
 
     @property
     def finds_sections(self) -> bool:
@@ -88,6 +89,7 @@ class SongAnalysis:
             "takes": self.takes,
             "key_tempo": self.key_tempo,
             "beat_sync": self.beat_sync,
+            "mix": self.mix,
         }
 
 

@@ -27,10 +27,10 @@ from remixer import (
     conditions,
     conversion,
     fidelity,
+    finishing,
     generation,
     keytempo,
     mbd,
-    midi,
     mix,
     models,
     musicgen,
@@ -38,11 +38,11 @@ from remixer import (
     separation,
     weights,
 )
-from remixer.analysis import SongAnalysis, render_png, write_json
+from remixer.analysis import SongAnalysis
 from remixer.device import pick_device
 from remixer.errors import RemixerError
 from remixer.fidelity import Fidelity
-from remixer.request import MIN_SECTION_S, RemixRequest, RequestError, kept_parts
+from remixer.request import MIN_SECTION_S, STEREO_VERSIONS, RemixRequest, RequestError, kept_parts
 from remixer.tiny_weights import MARKER as TINY_MARKER
 
 log = logging.getLogger("remixer")
@@ -53,8 +53,7 @@ class OutOfGPUMemory(RemixerError):
 
 
 Analysis = SongAnalysis  # what the song is made of, on its timeline (remixer.analysis)
-STEM_OUTPUTS = ("drums", "bass", "other", "vocals")
-KEPT_PREFIX = "song_"  # a returned stem of the song's own (keep): song_drums, song_bass, song_other
+KEPT_PREFIX = finishing.KEPT_PREFIX  # a returned stem of the song's own (keep): song_drums, song_bass, song_other
 # What a Remixer loads at setup; MusicGen-Chord (per model_version) and MBD load on first use.
 
 
@@ -84,7 +83,7 @@ class RemixResult:
         """The outputs by name (remix, instrumental, drums, bass, other, vocals, analysis_json, analysis_png,
         midi, take2 ... takeN), in the predictor's order; those not asked for are left out."""
         named = {"remix": self.remix, "instrumental": self.instrumental,
-                 **{name: self.stems.get(name) for name in _stem_names(self.stems)},
+                 **{name: self.stems.get(name) for name in finishing.stem_names(self.stems)},
                  "analysis_json": self.analysis_json, "analysis_png": self.analysis_png, "midi": self.midi,
                  **self.take_outputs}
         return {name: path for name, path in named.items() if path is not None}
@@ -228,23 +227,32 @@ class Remixer:
             for take in takes:
                 self._finish_take(take, model, diffusion, request, song, timings)
             ranked = rank_takes(takes)
-            written, mixed = self._write_remix(request, song, ranked[0], work, timings)
+            rate = finishing.output_rate(request, song.part.sample_rate)
+            with _stage("mix", timings):
+                finished = finishing.finish(self._held(ranked[0], song, rate), rate, request, song.reference)
+            with _stage("encode", timings):
+                written = finishing.write_outputs(finished, request, work)
             analysis = self._analysis(request, song, ranked, timings)
+            analysis.mix = finishing.mix_report(finished, analysis.offset)
+            log.info("mix: %s", _mix_summary(analysis.mix))
             if request.return_analysis:
                 with _stage("analysis", timings):
                     analysis.timings = dict(timings)
-                    written.update(_write_analysis(analysis, song, mixed, work))
+                    written.update(finishing.write_analysis(analysis, song.part, song.change.changes_tempo,
+                                                            finished, work))
             if request.return_midi:
                 with _stage("midi", timings):
-                    written["midi"] = _write_midi(analysis, work)
+                    written["midi"] = finishing.write_midi(analysis, work)
             if request.return_takes:
                 with _stage("other takes", timings):
-                    written.update(_write_other_takes(request, song, ranked, mixed.rate, work))
+                    written.update(finishing.write_other_takes(
+                        request, [self._held(take, song, rate) for take in ranked[1:]], rate, song.reference,
+                        work))
             moved = {name: _move(path, output_dir) for name, path in written.items()}
         finally:
             shutil.rmtree(work, ignore_errors=True)
         log.info("remix done in %.1f s (seed %d)", sum(timings.values()), ranked[0].generated.seed)
-        return _result(moved, analysis, ranked, timings, mixed.rate)
+        return _result(moved, analysis, ranked, timings, rate)
 
     # -- the song: decode, section, separation, rhythm, chords, key/tempo --------------------------------
 
@@ -273,6 +281,8 @@ class Remixer:
                 song.kept = {name: keytempo.retune(stem, separation.SAMPLE_RATE,
                                                    replace(change, transpose=0) if name == "drums" else change)
                              for name, stem in kept.items()}
+        with _stage("balance", timings):
+            song.reference = song_balance(stems, kept, song, 2 if request.model_version in STEREO_VERSIONS else 1)
         return song
 
     def _rhythm(self, tracker: str, stems: Mapping[str, np.ndarray], whole: np.ndarray, sample_rate: int
@@ -379,31 +389,10 @@ class Remixer:
 
     # -- the outputs -------------------------------------------------------------------------------------
 
-    def _write_remix(self, request: RemixRequest, song: Song, chosen: _Take, work: Path,
-                     timings: dict[str, float]) -> tuple[dict[str, Path], _Mixed]:
-        """The remix (the chosen take with the song's vocals and kept parts), and the instrumental and stems
-        when asked, at the output rate: the new band resampled to it once, the song's vocals and kept parts
-        straight from demucs' 44.1 kHz (never through MusicGen's 32 kHz)."""
-        rate, suffix, strategy = output_rate(request, song.part.sample_rate), request.output_format, \
-            request.normalization_strategy
-        with _stage("mix", timings):
-            held = assemble(chosen, song, rate)
-            remixed = mix.mix(held.instrumental, held.vocals, rate, strategy)
-        with _stage("encode", timings):
-            written = {"remix": audio.write_audio(remixed, rate, work / f"remix.{suffix}", suffix)}
-            if request.return_instrumental or request.return_stems:
-                level = audio.normalize(held.instrumental, rate, strategy, loudness_compressor=True)
-            if request.return_instrumental:
-                written["instrumental"] = audio.write_audio(level, rate, work / f"instrumental.{suffix}", suffix)
-            if request.return_stems:
-                # The instrumental's parts at its output level; they add up to it (demucs' residual is in
-                # "other"), each named by where it came from; the vocals at their level in the remix.
-                for name, part in held.parts.items():
-                    written[name] = audio.write_audio(mix.level_like(part, held.instrumental, level), rate,
-                                                      work / f"{name}.{suffix}", suffix)
-                written["vocals"] = audio.write_audio(mix.vocals_as_mixed(held.instrumental, held.vocals, remixed),
-                                                      rate, work / f"vocals.{suffix}", suffix)
-        return written, _Mixed(remixed, rate)
+    @staticmethod
+    def _held(take: _Take, song: Song, rate: int) -> finishing.Held:
+        """A take's band with the song's vocals and kept parts, at the output rate (remixer.finishing)."""
+        return finishing.assemble(take.instrumental, take.band, song.vocals, song.kept, rate)
 
     @staticmethod
     def _analysis(request: RemixRequest, song: Song, ranked: list[_Take],
@@ -438,46 +427,26 @@ class Song:
     change: keytempo.KeyTempo
     vocals: np.ndarray  # (2, samples) float32 at separation.SAMPLE_RATE, moved with the key and tempo
     kept: dict[str, np.ndarray] = field(default_factory=dict)  # the song's own parts to keep (keep), moved too
+    reference: mix.Reference | None = None  # the song's balance and the replaced parts' loudness (remixer.mix)
 
 
-@dataclass(frozen=True)
-class Held:
-    """What a remix holds at the output rate, before the mix: the instrumental (the new band's parts and the
-    song's kept ones), those parts by output name, and the song's vocals."""
-
-    instrumental: np.ndarray
-    parts: dict[str, np.ndarray]  # drums, bass, other (the new band) or song_<part> (kept), in slot order
-    vocals: np.ndarray
-
-
-def assemble(take: _Take, song: Song, rate: int) -> Held:
-    """A take's new band (32 kHz, synced) resampled once to `rate`, with the song's kept parts in place of its
-    own and the song's vocals (both from 44.1 kHz), all sample-aligned and as long as the song at `rate`."""
-    channels = take.instrumental.shape[0]
-    length = int(round(take.instrumental.shape[1] * rate / musicgen.SAMPLE_RATE))
-
-    def at_rate(samples: np.ndarray, source_rate: int) -> np.ndarray:
-        return mix.conform(samples, source_rate, rate, channels, length)
-
-    vocals = mix.prepare_vocals(song.vocals, separation.SAMPLE_RATE, rate, channels, length)
-    band = at_rate(take.instrumental, musicgen.SAMPLE_RATE)
-    if take.band is None:  # nothing kept and no stems asked: the whole new band
-        return Held(band, {}, vocals)
-    # The band's parts at the output rate; "other" is what drums and bass leave of the band, so the parts add
-    # up to it exactly (as at 32 kHz), and without kept parts the instrumental is the band itself.
-    played = {name: at_rate(take.band[name], musicgen.SAMPLE_RATE) for name in ("drums", "bass")}
-    played["other"] = band - played["drums"] - played["bass"]
-    parts = {(KEPT_PREFIX + name if name in song.kept else name):
-             (at_rate(song.kept[name], separation.SAMPLE_RATE) if name in song.kept else played[name])
-             for name in ("drums", "bass", "other")}
-    instrumental = band if not song.kept else np.sum(list(parts.values()), axis=0).astype(np.float32)
-    return Held(instrumental, parts, vocals)
+def song_balance(stems: separation.Stems, kept: Mapping[str, np.ndarray], song: Song, channels: int
+                 ) -> mix.Reference:
+    """The song's vocal-to-band balance and the loudness of the parts the new band replaces (the accompaniment
+    less the kept parts), whole and per bar of the remix's timeline; measured on the stems as separated (a
+    tempo change maps the bars back onto them)."""
+    replaced = stems.accompaniment - (np.sum(list(kept.values()), axis=0) if kept else 0.0)
+    return mix.song_reference(stems.vocals, stems.accompaniment, replaced, separation.SAMPLE_RATE,
+                              song.rhythm.downbeats, song.duration, song.change.factor, channels)
 
 
-@dataclass(frozen=True)
-class _Mixed:
-    remixed: np.ndarray  # the remix before encoding, (channels, samples) at `rate`
-    rate: int  # the outputs' rate (output_rate)
+def _mix_summary(report: dict) -> str:
+    """The log's line on the mix: the balance, the song's and the remix's vocals against the band."""
+    def lu(value):
+        return "-" if value is None else f"{value:+.1f} LU"
+
+    return (f"{report['balance']} balance; vocals against the band: song {lu(report.get('song_vocals_to_band_lu'))},"
+            f" remix {lu(report.get('remix_vocals_to_band_lu'))}")
 
 
 @dataclass
@@ -550,63 +519,16 @@ def take_reports(ranked: list[_Take]) -> list[TakeReport]:
     return [TakeReport(t.index, rank, t.generated.seed, t.fidelity) for rank, t in enumerate(ranked, 1)]
 
 
-def _write_analysis(analysis: SongAnalysis, song: Song, mixed: _Mixed, work: Path) -> dict[str, Path]:
-    """analysis.json and analysis.png; on a new tempo the song's audio is not on the analysis' timeline,
-    so the picture draws the remix."""
-    drawn = ((song.part.samples, song.part.sample_rate) if not song.change.changes_tempo
-             else (mixed.remixed, mixed.rate))
-    return {"analysis_json": write_json(analysis, work / "analysis.json"),
-            "analysis_png": render_png(analysis, *drawn, work / "analysis.png")}
-
-
-def _write_midi(analysis: SongAnalysis, work: Path) -> Path:
-    """song.mid on the remix's own timeline (time 0 = its first sample): the analysis' times less the part's
-    start, after tempo and transpose."""
-    def shifted(times):
-        return [t - analysis.offset for t in times]
-
-    return midi.write_midi(work / "song.mid", shifted(analysis.beats), shifted(analysis.downbeats), analysis.meter,
-                           [replace(c, start=c.start - analysis.offset, end=c.end - analysis.offset)
-                            for c in analysis.chords],
-                           [replace(s, start=s.start - analysis.offset, end=s.end - analysis.offset)
-                            for s in analysis.sections], analysis.duration)
-
-
-def _write_other_takes(request: RemixRequest, song: Song, ranked: list[_Take], rate: int,
-                       work: Path) -> dict[str, Path]:
-    """take2 ... takeN, best first, each held as the remix is (the same vocals and kept parts, the same rate)."""
-    suffix = request.output_format
-    written = {}
-    for rank, take in enumerate(ranked[1:], start=2):
-        held = assemble(take, song, rate)
-        other = mix.mix(held.instrumental, held.vocals, rate, request.normalization_strategy)
-        written[f"take{rank}"] = audio.write_audio(other, rate, work / f"take{rank}.{suffix}", suffix)
-    return written
-
-
 def _result(moved: dict[str, Path], analysis: SongAnalysis, ranked: list[_Take],
             timings: dict[str, float], rate: int) -> RemixResult:
     chosen = ranked[0]
     return RemixResult(moved["remix"], moved.get("instrumental"), analysis, chosen.generated.seed,
                        rate, timings,
-                       stems={name: moved[name] for name in _stem_names(moved)},
+                       stems={name: moved[name] for name in finishing.stem_names(moved)},
                        analysis_json=moved.get("analysis_json"), analysis_png=moved.get("analysis_png"),
                        fidelity=chosen.fidelity, takes=take_reports(ranked),
                        take_outputs={name: path for name, path in moved.items() if name.startswith("take")},
                        midi=moved.get("midi"))
-
-
-def _stem_names(available) -> list[str]:
-    """The stems' output names in their slots' order, each named by where it came from (drums, or song_drums
-    when the song's own drums were kept)."""
-    return [name for part in STEM_OUTPUTS for name in (part, KEPT_PREFIX + part) if name in available]
-
-
-def output_rate(request: RemixRequest, song_rate: int) -> int:
-    """The outputs' sample rate: the upload's own between 32 and 48 kHz ('song'), or the one asked for."""
-    if request.output_sample_rate == "song":
-        return int(min(max(song_rate, musicgen.SAMPLE_RATE), 48000))
-    return int(request.output_sample_rate)
 
 
 def _with_other(instrumental: np.ndarray, band: dict[str, np.ndarray] | None) -> dict[str, np.ndarray] | None:

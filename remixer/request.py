@@ -10,6 +10,7 @@ from typing import Any
 from remixer.audio import FORMATS, STRATEGIES
 from remixer.chords import COEFFICIENT_RANGE
 from remixer.errors import RemixerError
+from remixer.mix import BALANCES
 from remixer.musicgen import MODEL_VERSIONS, Sampling
 from remixer.rhythm import TRACKERS
 
@@ -134,6 +135,11 @@ INPUTS: tuple[InputSpec, ...] = (
               f"New tempo in bpm ({TEMPO_RANGE[0]:g}x to {TEMPO_RANGE[1]:g}x the song's detected tempo; unset or -1: "
               "the song's): the whole song is scaled to it, vocals time-stretched with their pitch kept.",
               optional=True),
+    InputSpec("mix_balance", str, BALANCES[0],
+              "How the song's vocals sit against the new band: song (the song's own balance: its vocals and kept "
+              "parts at their own levels, the new band as loud as the parts it replaces, following their quiet "
+              "and loud bars) or published (the published predictor's mix: the band peak-scaled to half scale, "
+              "the vocals to a quarter, one level throughout).", choices=BALANCES),
 )
 
 SPECS = {spec.name: spec for spec in INPUTS}
@@ -192,6 +198,7 @@ class RemixRequest:
     keep: str | None = None
     output_sample_rate: str = OUTPUT_RATES[0]
     tempo: float | None = None
+    mix_balance: str = BALANCES[0]
 
     def __post_init__(self):
         problems = self._problems()
