@@ -69,6 +69,7 @@ class Predictor(BasePredictor):
         keep: Optional[str] = _input("keep"),
         output_sample_rate: str = _input("output_sample_rate"),
         tempo: Optional[float] = _input("tempo"),
+        mix_balance: str = _input("mix_balance"),
     ) -> List[Path]:
         values = {name: value for name, value in locals().items() if name in SPECS}
         # Called in-process, omitted arguments arrive as cog's FieldInfo: use their defaults.

@@ -7,6 +7,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from remixer.mix import describe as describe_mix
 from remixer.options import add_setup_flags, setup_logging, use_mirror
 from remixer.request import INPUTS, RemixRequest, RequestError
 
@@ -114,6 +115,7 @@ def summary(result) -> str:
     lines = [f"song: {tempo}{meter}, {len(found.downbeats)} bars ({found.beat_tracker}); sections: {sections}",
              f"kept from the song: vocals, {', '.join(found.kept)}" if found.kept else "kept from the song: vocals",
              f"output: {result.sample_rate} Hz",
+             *([f"mix: {describe_mix(found.mix)}"] if found.mix else []),
              f"chords ({'given' if found.chords_given else 'recognised'}): {chords}"]
     change = found.key_tempo or {}
     if change.get("transpose") or change.get("time_factor", 1.0) != 1.0:

@@ -61,63 +61,77 @@ def assemble(band: np.ndarray, band_parts: dict[str, np.ndarray] | None, vocals:
 
 def mix_held(held: Held, rate: int, strategy: str, balance: str, reference: mix.Reference | None) -> mix.Mixed:
     """The remix of what is held, at the balance asked for (remixer.mix)."""
-    return mix.mix(held.vocals, held.band, rate, strategy, kept=held.kept, balance=balance, reference=reference)
+    return mix.mix(held.band, held.vocals, rate, strategy, kept=held.kept, balance=balance, reference=reference)
+
+
+FULL_SCALE = 0.999  # a returned part louder than this would clip in a 16-bit file
 
 
 @dataclass(frozen=True)
 class Finished:
-    """The remix as written (before encoding) and what made it: its rate, parts and levels."""
+    """The remix as written (before encoding), what made it, and the other parts to return (`returned`: the
+    instrumental and stems asked for, each at its level in the remix, times `returned_gain`)."""
 
     mixed: mix.Mixed
     held: Held
     rate: int
+    returned: dict[str, np.ndarray]
+    returned_gain: float = 1.0
 
     @property
     def remixed(self) -> np.ndarray:
         return self.mixed.remix
 
-    def instrumental(self) -> np.ndarray:
-        """Everything but the vocals, at its level in the remix."""
-        levels, kept = self.mixed.levels, self.held.kept
-        band = levels.of_band(self.held.band)
-        return band if kept is None else band + levels.of_kept(kept)
 
-    def stems(self) -> dict[str, np.ndarray]:
-        """The instrumental's parts and the vocals, each at its level in the remix (they add up to it before
-        normalization), named by where they came from."""
-        levels = self.mixed.levels
-        out = {name: levels.of_kept(part) if name.startswith(KEPT_PREFIX) else levels.of_band(part)
-               for name, part in self.held.parts.items()}
-        return {**out, "vocals": levels.of_vocals(self.held.vocals)}
+def instrumental(mixed: mix.Mixed, held: Held) -> np.ndarray:
+    """Everything but the vocals, at its level in the remix."""
+    band, kept = mixed.levels.of_band(held.band), held.kept
+    return band if kept is None else band + mixed.levels.of_kept(kept)
+
+
+def stems(mixed: mix.Mixed, held: Held) -> dict[str, np.ndarray]:
+    """The instrumental's parts and the vocals, each at its level in the remix (they add up to it before
+    normalization), named by where they came from."""
+    levels = mixed.levels
+    out = {name: levels.of_kept(part) if name.startswith(KEPT_PREFIX) else levels.of_band(part)
+           for name, part in held.parts.items()}
+    return {**out, "vocals": levels.of_vocals(held.vocals)}
+
+
+def finish(held: Held, rate: int, request, reference: mix.Reference | None) -> Finished:
+    """The remix of what is held, at the balance and normalization asked for, and the parts asked for beside it.
+
+    The parts returned are lowered together, by one gain, in the rare case one would pass full scale alone
+    (the vocals can cancel a band's peak in the remix, never in the band alone): they still add up to the
+    remix times that gain."""
+    mixed = mix_held(held, rate, request.normalization_strategy, request.mix_balance, reference)
+    returned = {**({"instrumental": instrumental(mixed, held)} if request.return_instrumental else {}),
+                **(stems(mixed, held) if request.return_stems else {})}
+    peak = max((float(np.abs(part).max(initial=0.0)) for part in returned.values()), default=0.0)
+    gain = min(1.0, FULL_SCALE / peak) if peak > 0 else 1.0
+    if gain < 1.0:
+        returned = {name: (part * np.float32(gain)).astype(np.float32) for name, part in returned.items()}
+    return Finished(mixed, held, rate, returned, gain)
+
+
+def write_outputs(finished: Finished, request, work: Path) -> dict[str, Path]:
+    """The remix, then the instrumental and stems when asked."""
+    suffix, rate = request.output_format, finished.rate
+    written = {"remix": audio.write_audio(finished.remixed, rate, work / f"remix.{suffix}", suffix)}
+    for name, part in finished.returned.items():
+        written[name] = audio.write_audio(part, rate, work / f"{name}.{suffix}", suffix)
+    return written
 
 
 def mix_report(finished: Finished, offset: float) -> dict:
     """analysis.json's mix: the balance applied; the envelope's bars on the song's timeline (`offset`: where
-    the remixed part starts there)."""
+    the remixed part starts there); the one gain the returned parts were lowered by to stay within full scale."""
     report = dict(finished.mixed.report)
     envelope = report.get("envelope")
     if envelope:
         report["envelope"] = {**envelope, "bar_starts": [round(t + offset, 4) for t in envelope["bar_starts"]]}
+    report["returned_parts_gain_db"] = round(20 * np.log10(finished.returned_gain), 2)
     return report
-
-
-def finish(held: Held, rate: int, request, reference: mix.Reference | None) -> Finished:
-    """The remix of what is held, at the balance and normalization asked for."""
-    return Finished(mix_held(held, rate, request.normalization_strategy, request.mix_balance, reference),
-                    held, rate)
-
-
-def write_outputs(finished: Finished, request, work: Path) -> dict[str, Path]:
-    """The remix, and the instrumental and stems when asked: every one the very parts of the remix."""
-    suffix, rate = request.output_format, finished.rate
-    written = {"remix": audio.write_audio(finished.remixed, rate, work / f"remix.{suffix}", suffix)}
-    if request.return_instrumental:
-        written["instrumental"] = audio.write_audio(finished.instrumental(), rate, work / f"instrumental.{suffix}",
-                                                    suffix)
-    if request.return_stems:
-        for name, part in finished.stems().items():
-            written[name] = audio.write_audio(part, rate, work / f"{name}.{suffix}", suffix)
-    return written
 
 
 def write_other_takes(request, helds: list[Held], rate: int, reference: mix.Reference | None,

@@ -3,7 +3,8 @@
 Written with mido (MIT; maintained, the reader/writer most Python MIDI tools build on). Track 0 holds the tempo
 map: one `set_tempo` per detected beat (that beat's length), so every beat of the song falls on a beat of the
 DAW's grid, and a `time_signature` wherever the bar length changes, so its bar lines fall on the song's
-downbeats. Before the first beat a lead-in of whole beats keeps time 0 at the remix's first sample. Track 1
+downbeats. Before the first beat a lead-in of whole beats keeps time 0 at the remix's first sample (a first beat
+within 60 ms of it is written at 0: a shorter lead-in would be a tempo no DAW takes). Track 1
 holds the chords as played voicings (the root in the bass, the other tones above it), one per chord segment;
 sections, where the tracker finds them, are markers. Times are the remix's (after `tempo`, with `transpose`'s
 chords).
@@ -24,6 +25,10 @@ FALLBACK_BPM = 120.0  # the grid when no beat was found: chords keep their times
 BASS_NOTE = 48  # C3: the root's octave
 CHORD_NOTE = 60  # C4: the other tones sit in the octave above the root
 VELOCITY = 80
+# The fastest tempo a DAW takes: Ableton Live's tempo range is 20-999 bpm (Live's Tempo field). A lead-in beat
+# shorter than its beat (60 ms) would be written as a faster tempo that a DAW may clamp, moving every later beat.
+MAX_BPM = 999.0
+MIN_LEAD_S = 60.0 / MAX_BPM
 
 
 @dataclass(frozen=True)
@@ -42,10 +47,15 @@ class Grid:
 
 
 def beat_grid(beats: Sequence[float]) -> Grid:
-    """Knots of the tempo map: (0 s, tick 0), the lead-in's beats, then one knot per detected beat."""
+    """Knots of the tempo map: (0 s, tick 0), the lead-in's beats, then one knot per detected beat.
+
+    A first beat within MIN_LEAD_S of the start is written at time 0 (at most 60 ms early, that beat alone):
+    a lead-in that short would be a tempo above MAX_BPM."""
     beats = np.asarray([b for b in beats if b >= 0], dtype=np.float64)
     if len(beats) < 2:
         return Grid(np.array([0.0, 60.0 / FALLBACK_BPM]), np.array([0, TICKS_PER_BEAT]))
+    if beats[0] < MIN_LEAD_S:
+        beats = np.concatenate([[0.0], beats[1:]])
     interval = float(np.median(np.diff(beats)))
     lead = max(1, int(round(beats[0] / interval))) if beats[0] > 1e-6 else 0
     times = np.concatenate([[0.0] if lead else [], beats])
@@ -60,10 +70,12 @@ def beat_grid(beats: Sequence[float]) -> Grid:
 def _bar_lengths(grid: Grid, beats: Sequence[float], downbeats: Sequence[float], meter: int | None
                  ) -> list[tuple[int, int]]:
     """(tick, beats in the bar) where the bar length changes: the lead-in and pickup before the first downbeat
-    as one short bar, then each downbeat's bar up to the next (the last one as long as the meter)."""
+    as one short bar, then each downbeat's bar up to the next (the last one as long as the meter). Downbeats sit
+    on grid beats (a first beat moved to time 0 included); with fewer than two beats there are no bars."""
     on_beats = {round(b, 6) for b in beats}
-    starts = [grid.tick(d) for d in downbeats if round(d, 6) in on_beats]
-    if not starts:
+    starts = sorted({int(round(grid.tick(d) / TICKS_PER_BEAT)) * TICKS_PER_BEAT
+                     for d in downbeats if round(d, 6) in on_beats})
+    if not starts or len([b for b in beats if b >= 0]) < 2:
         return [(0, meter or 4)]
     bars = [(0, starts[0] // TICKS_PER_BEAT)] if starts[0] > 0 else []
     bars += [(here, max(1, (following - here) // TICKS_PER_BEAT)) for here, following in zip(starts, starts[1:])]

@@ -28,6 +28,7 @@ POP_VOCALS_OVER_BAND_LU = 1.0
 WINDOW_S = 3.0  # each bar's loudness is measured over at least this much (EBU R128's short-term window)
 SMOOTHING = np.array([1.0, 2.0, 1.0])  # triangular weights over the bar and one either side
 BOUND_DB = 12.0  # the most the envelope lifts or lowers a bar
+MAX_STEP_DB = 6.0  # the most the gain moves from one bar's middle to the next (a fade over a bar, never a jump)
 FLOOR_LU = 20.0  # a bar quieter than this below the whole counts as this quiet (silence has no loudness)
 MIN_BAR_S = 0.1  # downbeats closer than this to the previous bound make no bar of their own
 SHORT_TERM_HOP_S = 1.0
@@ -167,9 +168,9 @@ class Mixed:
     report: dict  # analysis.json's mix: the balance asked for, the song's and the remix's, the gains
 
 
-def mix(vocals: np.ndarray, band: np.ndarray, sample_rate: int, strategy: str = "loudness",
+def mix(band: np.ndarray, vocals: np.ndarray, sample_rate: int, strategy: str = "loudness",
         kept: np.ndarray | None = None, balance: str = "song", reference: Reference | None = None) -> Mixed:
-    """The song's vocals and kept parts (summed) over the new band (its parts that play), all (channels, n) at
+    """The song's vocals and kept parts (summed) over the new band (its parts that play), each (channels, n) at
     `sample_rate`, mixed at the `balance` asked for, then normalized by `strategy`.
 
     song: the vocals and kept parts at their own (the song's) scale, the band at the loudness of the song's parts
@@ -267,7 +268,7 @@ def _bar_envelope(band: np.ndarray, rate: int, reference: Reference) -> tuple[np
         return None
     wanted = _relative(reference.bar_lufs, reference.replaced_lufs)
     played = _relative(window_loudness(band, rate, reference.bars), loudness_lufs(band, rate))
-    gains = np.clip(smooth_bars(wanted - played), -BOUND_DB, BOUND_DB)
+    gains = limit_steps(np.clip(smooth_bars(wanted - played), -BOUND_DB, BOUND_DB))
     return (reference.bars[:-1] + reference.bars[1:]) / 2, gains
 
 
@@ -278,6 +279,14 @@ def smooth_bars(values: np.ndarray) -> np.ndarray:
     weights = np.pad(np.ones_like(values), half)
     total = np.convolve(padded, SMOOTHING, mode="valid")
     return total / np.convolve(weights, SMOOTHING, mode="valid")
+
+
+def limit_steps(gains: np.ndarray, step: float = MAX_STEP_DB) -> np.ndarray:
+    """Gains (dB) moved, bar by bar from the first, to within `step` of the bar before."""
+    out = np.array(gains, dtype=np.float64)
+    for i in range(1, len(out)):
+        out[i] = np.clip(out[i], out[i - 1] - step, out[i - 1] + step)
+    return out
 
 
 def envelope_curve(envelope: tuple[np.ndarray, np.ndarray], length: int, rate: int) -> np.ndarray:
@@ -297,6 +306,18 @@ def _floored(values: np.ndarray) -> np.ndarray:
     finite = values[np.isfinite(values)]
     top = finite.max() if finite.size else 0.0
     return np.maximum(np.nan_to_num(values, neginf=top - FLOOR_LU), top - FLOOR_LU)
+
+
+def describe(report: dict) -> str:
+    """A mix report in one line: the balance, the singer against the band in the song and in the remix, how
+    closely the band follows the song's loud and quiet parts."""
+    def lu(value):
+        return "-" if value is None else f"{value:+.1f} LU"
+
+    follows = report.get("dynamics_correlation")
+    return (f"{report['balance']} balance; vocals against the band: song {lu(report.get('song_vocals_to_band_lu'))}, "
+            f"remix {lu(report.get('remix_vocals_to_band_lu'))}"
+            + ("" if follows is None else f"; the band follows the song's loudness r={follows:.2f}"))
 
 
 # --- small measures -------------------------------------------------------------------------------------

@@ -234,7 +234,7 @@ class Remixer:
                 written = finishing.write_outputs(finished, request, work)
             analysis = self._analysis(request, song, ranked, timings)
             analysis.mix = finishing.mix_report(finished, analysis.offset)
-            log.info("mix: %s", _mix_summary(analysis.mix))
+            log.info("mix: %s", mix.describe(analysis.mix))
             if request.return_analysis:
                 with _stage("analysis", timings):
                     analysis.timings = dict(timings)
@@ -439,14 +439,6 @@ def song_balance(stems: separation.Stems, kept: Mapping[str, np.ndarray], song: 
     return mix.song_reference(stems.vocals, stems.accompaniment, replaced, separation.SAMPLE_RATE,
                               song.rhythm.downbeats, song.duration, song.change.factor, channels)
 
-
-def _mix_summary(report: dict) -> str:
-    """The log's line on the mix: the balance, the song's and the remix's vocals against the band."""
-    def lu(value):
-        return "-" if value is None else f"{value:+.1f} LU"
-
-    return (f"{report['balance']} balance; vocals against the band: song {lu(report.get('song_vocals_to_band_lu'))},"
-            f" remix {lu(report.get('remix_vocals_to_band_lu'))}")
 
 
 @dataclass

@@ -81,3 +81,37 @@ def test_without_beats_the_chords_keep_their_times_on_a_plain_grid(tmp_path):
     assert read.get_tempo_changes()[1][0] == pytest.approx(midi.FALLBACK_BPM)
     starts = sorted({round(n.start, 3) for n in read.instruments[0].notes})
     assert starts == pytest.approx([0.0, 1.3], abs=2e-3)
+
+
+def test_one_detected_beat_writes_a_file_a_reader_accepts(tmp_path):
+    """One beat (a downbeat) is no tempo and no bar: the plain grid and one 4/4, never a 0-beat bar (a time
+    signature with numerator 0, which pretty_midi refuses)."""
+    for beat in (0.3, 0.9):
+        path = midi.write_midi(tmp_path / f"one{beat}.mid", [beat], [beat], None, [ChordSegment(0.0, 2.0, "C")], [],
+                               2.0)
+        read = _read(path)
+        assert [(ts.numerator, ts.denominator) for ts in read.time_signature_changes] == [(4, 4)]
+        assert read.get_tempo_changes()[1].tolist() == pytest.approx([midi.FALLBACK_BPM])
+
+
+def test_a_first_beat_in_the_first_60_ms_needs_no_impossible_tempo(tmp_path):
+    """A first beat at 12 ms: a lead-in beat of 12 ms would be 5000 bpm, which a DAW clamps (Live: 999 bpm),
+    moving every later beat. It is written at time 0 instead: every tempo <= MAX_BPM, every later beat and bar
+    line within 1 ms of the song's, every bar a real length."""
+    first, interval = 0.012, 0.5
+    beats = [round(first + k * interval, 4) for k in range(17)]
+    downbeats = beats[::4]
+    path = midi.write_midi(tmp_path / "song.mid", beats, downbeats, 4, [ChordSegment(0.0, 8.5, "A:min")], [], 8.5)
+    read = _read(path)
+    assert max(read.get_tempo_changes()[1]) <= midi.MAX_BPM
+    grid = read.get_beats()
+    assert grid[0] == 0.0  # the first beat, 12 ms early
+    np.testing.assert_allclose(grid[1:len(beats)], beats[1:], atol=1e-3)
+    np.testing.assert_allclose(read.get_downbeats()[:len(downbeats)], [0.0] + downbeats[1:], atol=1e-3)
+    assert [ts.numerator for ts in read.time_signature_changes] == [4]
+    # At the limit itself the lead-in stays: a beat of 61 ms (984 bpm) keeps the first beat where it was.
+    later = [round(0.061 + k * interval, 4) for k in range(9)]
+    kept = _read(midi.write_midi(tmp_path / "later.mid", later, later[::4], 4, [ChordSegment(0.0, 4.5, "C")], [],
+                                 4.5))
+    assert max(kept.get_tempo_changes()[1]) <= midi.MAX_BPM
+    np.testing.assert_allclose(kept.get_beats()[1:len(later) + 1], later, atol=1e-3)

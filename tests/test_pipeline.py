@@ -40,8 +40,8 @@ def test_remix_end_to_end(remixer, song, tmp_path, private_tmp):
     remix, _ = sf.read(result.remix)
     assert np.abs(remix).max() <= 1.0 and np.abs(remix).max() > 0
     assert result.seed == 11 and result.sample_rate == 44100
-    assert list(result.timings) == ["decode", "separate", "rhythm", "chords", "chroma", "load model", "generate",
-                                    "beat-sync", "fidelity", "mix", "encode"]
+    assert list(result.timings) == ["decode", "separate", "rhythm", "chords", "balance", "chroma", "load model",
+                                    "generate", "beat-sync", "fidelity", "mix", "encode"]
     assert result.analysis.duration == pytest.approx(5.0)
     assert result.analysis.chords and result.analysis.chords[-1].end == pytest.approx(5.0)
     # The song is separated once, the new instrumental once (beat-sync and fidelity share its stems).

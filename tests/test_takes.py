@@ -120,9 +120,11 @@ def test_one_take_is_the_remix_before_takes(tmp_path, monkeypatch):
 
     monkeypatch.setattr(generation, "generate_takes", spy)
     song = write_song(tmp_path / "song.wav", 3.0)
-    # The recording was made at 32 kHz, the rate every output had then (output_sample_rate=32000 keeps it).
+    # The recording was made at 32 kHz, the rate every output had then (output_sample_rate=32000 keeps it), with
+    # the published peak mix, the only one then (mix_balance=published keeps it).
     result = remixer.remix(RemixRequest.from_inputs(prompt="funk", music_input=str(song), model_version="stereo-chord",
-                                                    seed=7, output_sample_rate="32000"), tmp_path / "out")
+                                                    seed=7, output_sample_rate="32000", mix_balance="published"),
+                           tmp_path / "out")
     (take,) = seen
     assert take.tokens.tolist() == recorded["tokens"]
     remixed, remixed_rate = sf.read(result.remix, dtype="int16", always_2d=True)

@@ -253,7 +253,7 @@ def test_stereo_vocals_keep_their_channel_order_in_the_mix():
     assert dominant_frequency(prepared[1], 32000) == pytest.approx(660, abs=2)
     quiet = np.zeros((2, 64000), np.float32)
     quiet[:, ::997] = 1e-4  # an almost silent instrumental: the mix is the vocals
-    remix = mix.mix(quiet, prepared, 32000, "peak")
+    remix = mix.mix(quiet, prepared, 32000, "peak").remix
     assert dominant_frequency(remix[0], 32000) == pytest.approx(440, abs=2)
     assert dominant_frequency(remix[1], 32000) == pytest.approx(660, abs=2)
 
@@ -470,9 +470,10 @@ MIX_SECONDS = 4.0
 
 def test_wiring_the_remix_is_the_new_band_plus_the_songs_own_vocals(remixer, tmp_path, monkeypatch):
     """Fixed: the song's separation (known vocals: a 660 Hz tone, nothing else) and the generated music (a
-    220 Hz band). Real: everything else (no beat is found, so nothing is stretched). The remix must be the
-    product's mix of exactly those two: the band at half scale, the vocals at a quarter, summed, peak-scaled,
-    then -1 dBFS peak (computed here from the rule, not by the product's code)."""
+    220 Hz band). Real: everything else (no beat is found, so nothing is stretched). With mix_balance=published
+    the remix must be the published predictor's mix of exactly those two: the band at half scale, the vocals at
+    a quarter, summed, peak-scaled, then -1 dBFS peak (computed here from the rule, not by the product's code).
+    (The song's own balance, the default, is tested with known parts in tests/test_balance.py.)"""
     vocals = np.repeat(tone(660.0, MIX_SECONDS, SR, channels=1), 2, axis=0) * np.float32(0.6)  # both sides
     band = tone(220.0, MIX_SECONDS, 32000, channels=1).astype(np.float32) * np.float32(0.8)
     real_separate = remixer.separator.separate
@@ -490,7 +491,7 @@ def test_wiring_the_remix_is_the_new_band_plus_the_songs_own_vocals(remixer, tmp
         torch.zeros((4, int(MIX_SECONDS * 50)), dtype=torch.long), band, 32000, k["seed"])])
     song = write_song(tmp_path / "song.wav", MIX_SECONDS)
     request = RemixRequest.from_inputs(prompt="x", music_input=song, model_version="chord", seed=3,
-                                       normalization_strategy="peak")
+                                       normalization_strategy="peak", mix_balance="published")
     result = remixer.remix(request, tmp_path / "out")
     remix, rate = sf.read(result.remix, dtype="float64", always_2d=True)
     assert rate == SR and remix.shape == (int(MIX_SECONDS * SR), 1)  # the song's rate
