@@ -97,6 +97,8 @@ def metrics(result) -> dict[str, float | int]:
     """What Replicate shows beside a prediction: each stage's seconds, the remix's fidelity numbers, the seed.
     Keys follow Cog's rules (letters, digits, single underscores; a dot nests)."""
     found: dict[str, float | int] = {"seed": result.seed, "takes": len(result.takes)}
+    if result.analysis.decoder:  # 32, 16 or 8: the decoder's weights (REMIXER_DECODER_DTYPE)
+        found["decoder_bits"] = result.analysis.decoder["bits"]
     for stage, seconds in result.timings.items():
         found[f"stage_seconds.{metric_name(stage)}"] = round(seconds, 3)
     if result.fidelity is not None:

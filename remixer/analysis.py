@@ -45,6 +45,7 @@ class SongAnalysis:
     beat_tracker: str = "all-in-one"  # which tracker found beats, bars and sections (madmom finds no sections)
     kept: list[str] = field(default_factory=list)  # the song's own parts kept under the new band (keep)
     mix: dict | None = None  # the balance applied: the song's and the remix's, the gains (remixer.mix)
+    decoder: dict | None = None  # the decoder's weights' precision, bits and device
 
     @property
     def finds_sections(self) -> bool:
@@ -90,6 +91,7 @@ class SongAnalysis:
             "key_tempo": self.key_tempo,
             "beat_sync": self.beat_sync,
             "mix": self.mix,
+            "decoder": self.decoder,
         }
 
 

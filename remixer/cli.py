@@ -116,6 +116,8 @@ def summary(result) -> str:
              f"kept from the song: vocals, {', '.join(found.kept)}" if found.kept else "kept from the song: vocals",
              f"output: {result.sample_rate} Hz",
              *([f"mix: {describe_mix(found.mix)}"] if found.mix else []),
+             *([f"decoder: {found.decoder['precision']} weights on the {found.decoder['device'].upper()}"]
+               if found.decoder else []),
              f"chords ({'given' if found.chords_given else 'recognised'}): {chords}"]
     change = found.key_tempo or {}
     if change.get("transpose") or change.get("time_factor", 1.0) != 1.0:

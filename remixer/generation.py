@@ -280,7 +280,7 @@ def decode_bytes(model: ChordModel, takes: int, duration: float) -> int:
     rows = 2 * takes
     window = min(duration, WINDOW_SECONDS)
     positions = model.config.chroma_length + MAX_PROMPT_TOKENS + 1 + int(window * FRAME_RATE) + facts.max_delay
-    value = torch.tensor([], dtype=model.decoder_for().dtype).element_size()
+    value = torch.tensor([], dtype=model.decoder_for().cache_dtype).element_size()
     cache = decoding.kv_cache_bytes(facts.layers, facts.hidden_size, rows, positions, value)
     if takes > 1:  # the condition prefix's one copy per guidance half, read by the steps
         cache += decoding.kv_cache_bytes(facts.layers, facts.hidden_size, 2, model.config.chroma_length

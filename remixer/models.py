@@ -43,10 +43,13 @@ class ChordModel(MusicgenMelodyForConditionalGeneration):
     # MusiConGen's models also hold `beat_proj`, Linear(1, width), registered as a submodule (so that it moves
     # with the model); not declared here: a class attribute would shadow the registered module.
 
+    precision: str = "float32"  # the CPU decoder's (set by `prepare`; CUDA's dtype is the decoder's own)
+
     def decoder_for(self) -> decoding.Decoder:
-        """Our decode loop over this model's own decoder weights, built once."""
+        """Our decode loop over this model's own decoder weights (or, in a low CPU precision, their copies),
+        built once."""
         if self.fast_decoder is None:
-            self.fast_decoder = decoding.Decoder(self)
+            self.fast_decoder = decoding.Decoder(self, precision=self.precision)
         return self.fast_decoder
 
 
@@ -92,10 +95,12 @@ def quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def load_musicgen_chord(th_path: str | Path, device: str | torch.device, encoders: Encoders) -> ChordModel:
+def load_musicgen_chord(th_path: str | Path, device: str | torch.device, encoders: Encoders,
+                        precision: str | None = None) -> ChordModel:
     """The transformers model for a MusicGen-Chord checkpoint (converted once, cached beside it).
 
-    Its facts (channels, codebooks, version) are at `model.facts`.
+    Its facts (channels, codebooks, version) are at `model.facts`; on the CPU its decoder takes `precision`
+    (default: REMIXER_DECODER_DTYPE, else the CPU's default; see `prepare`).
     """
     from safetensors.torch import load_file
 
@@ -112,7 +117,7 @@ def load_musicgen_chord(th_path: str | Path, device: str | torch.device, encoder
         dtype = _cuda_decoder_dtype()
         state = {k: (v.to(dtype) if k.startswith("decoder.") else v).to(chosen) for k, v in state.items()}
     with quiet_transformers():
-        return prepare(assemble(cfg, encoders, state, version, th_path.name), chosen)
+        return prepare(assemble(cfg, encoders, state, version, th_path.name), chosen, precision)
 
 
 def assemble(cfg: dict, encoders: Encoders, state: dict[str, torch.Tensor] | None = None,
@@ -174,24 +179,62 @@ def check_codec_pointer(path: Path) -> None:
                               f"MusiConGen's tokens with {ENCODEC_32KHZ} only")
 
 
-def prepare(model: ChordModel, device: torch.device) -> ChordModel:
-    """The model on `device` in eval mode, its decoder ready for our decode loop."""
+def prepare(model: ChordModel, device: torch.device, precision: str | None = None) -> ChordModel:
+    """The model on `device` in eval mode, its decoder ready for our decode loop. On the CPU the decoder's
+    linear layers take `precision` (default: REMIXER_DECODER_DTYPE, else the CPU's default); in a low one
+    their float32 weights are dropped once converted, so the model holds a quarter (int8) or half of them."""
     model.to(device).eval()
     if device.type == "cuda":
         # The decode loop reads every decoder weight once per step: half the bytes in 16 bits.
         model.decoder.to(_cuda_decoder_dtype())
+    else:
+        model.precision = decoding.precision.check(precision) if precision else cpu_decoder_precision()
+        if model.precision in decoding.precision.LOW_PRECISIONS:
+            model.decoder_for()
+            _drop_float32_layers(model)
     gen = model.generation_config
     gen.decoder_start_token_id = gen.pad_token_id = gen.bos_token_id = CARD
     return model
 
 
+def _drop_float32_layers(model: ChordModel) -> None:
+    """Free the transformers decoder's linear weights once the low-precision decoder holds its own copies (our
+    loop is the only one that decodes; transformers' own forward would fail on the empty weights)."""
+    for layer in model.decoder.model.decoder.layers:
+        attention = layer.self_attn
+        for module in (attention.q_proj, attention.k_proj, attention.v_proj, attention.out_proj, layer.fc1,
+                       layer.fc2):
+            module.weight = torch.nn.Parameter(torch.empty(0), requires_grad=False)
+        attention.fused_qkv = None
+
+
+# The CPU decoder's precision when REMIXER_DECODER_DTYPE is unset: the fastest whose error was measured small
+# (docs/performance.md: guided logits within 2% of float32's and 97% of greedy's choices agreeing over a 30 s
+# window of a medium-proportioned random model; bfloat16 1.5% and 98%, int8 4.6% and 92%). Measured faster than
+# float32 with AVX-512 and with AVX2 only; on other CPUs (none measured) the exact float32 path stays.
+CPU_DEFAULT_PRECISION = "bfloat16"
+MEASURED_CAPABILITIES = ("AVX512", "AVX2")  # torch.backends.cpu.get_cpu_capability() where the default was timed
+
+
+def cpu_decoder_precision() -> str:
+    """REMIXER_DECODER_DTYPE on the CPU: float32, bfloat16 or int8; unset, CPU_DEFAULT_PRECISION where it was
+    measured faster than float32, float32 elsewhere."""
+    name = os.environ.get("REMIXER_DECODER_DTYPE") or (
+        CPU_DEFAULT_PRECISION if torch.backends.cpu.get_cpu_capability() in MEASURED_CAPABILITIES else "float32")
+    if name not in decoding.precision.PRECISIONS:
+        raise GenerationError(f"REMIXER_DECODER_DTYPE must be one of {', '.join(decoding.precision.PRECISIONS)} "
+                              f"on the CPU, got {name!r}")
+    return name
+
+
 def _cuda_decoder_dtype() -> torch.dtype:
     """float16 by default (MusicGen was trained under float16 autocast); REMIXER_DECODER_DTYPE=bfloat16
     or float32 where a model's activations overflow float16."""
-    name = os.environ.get("REMIXER_DECODER_DTYPE", "float16")
+    name = os.environ.get("REMIXER_DECODER_DTYPE") or "float16"
     choices = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
     if name not in choices:
-        raise GenerationError(f"REMIXER_DECODER_DTYPE must be one of {', '.join(choices)}, got {name!r}")
+        raise GenerationError(f"REMIXER_DECODER_DTYPE must be one of {', '.join(choices)} on CUDA, got {name!r}"
+                              + (" (int8 is the CPU decoder's)" if name == "int8" else ""))
     return choices[name]
 
 
@@ -246,12 +289,22 @@ def estimated_bytes(th_path: Path, device: torch.device) -> int:
 
     cache = convert_checkpoint(th_path)
     cuda_bytes = torch.empty((), dtype=_cuda_decoder_dtype()).element_size() if device.type == "cuda" else 4
+    cpu_linear = decoding.precision.WEIGHT_BYTES[cpu_decoder_precision()] if device.type != "cuda" else 4
     total = 0
     with safe_open(str(cache / STATE_FILE), framework="pt") as tensors:
         for name in tensors.keys():
             elements = math.prod(tensors.get_slice(name).get_shape())
-            total += elements * (cuda_bytes if name.startswith("decoder.") else 4)
+            if device.type == "cuda":
+                total += elements * (cuda_bytes if name.startswith("decoder.") else 4)
+            else:
+                total += elements * (cpu_linear if _is_layer_linear(name) else 4)
     return total
+
+
+def _is_layer_linear(name: str) -> bool:
+    """A decoder layer's linear weight: what a low CPU precision converts (embeddings, norms, heads stay)."""
+    return name.startswith("decoder.model.decoder.layers.") and name.endswith(
+        ("q_proj.weight", "k_proj.weight", "v_proj.weight", "out_proj.weight", "fc1.weight", "fc2.weight"))
 
 
 def _default_budget() -> int:

@@ -234,6 +234,7 @@ class Remixer:
                 written = finishing.write_outputs(finished, request, work)
             analysis = self._analysis(request, song, ranked, timings)
             analysis.mix = finishing.mix_report(finished, analysis.offset)
+            analysis.decoder = model.decoder_for().describe()
             log.info("mix: %s", mix.describe(analysis.mix))
             if request.return_analysis:
                 with _stage("analysis", timings):
@@ -314,6 +315,9 @@ class Remixer:
             model = self.load_version(request.model_version)
             if request.multi_band_diffusion:
                 self.load_mbd()  # before decoding: a missing MBD file fails the request early
+        described = model.decoder_for().describe()
+        log.info("decoder: %s weights on the %s%s", described["precision"], described["device"].upper(),
+                 " (REMIXER_DECODER_DTYPE chooses)" if described["device"] == "cpu" else "")
         generation.check_memory(model, request.takes, song.duration)
         sampling = generation.Sampling(request.top_k, request.top_p, request.temperature,
                                        request.classifier_free_guidance)

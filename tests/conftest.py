@@ -13,6 +13,12 @@ import soundfile as sf
 from remixer.testing.audio import dominant_frequency, tone, write_song  # noqa: F401  (tests import them from here)
 
 
+def pytest_configure(config):
+    """The suite decodes with the float32 CPU decoder, the one the token fixtures were recorded with (its
+    subprocesses inherit it); tests/test_precision.py runs bfloat16 and int8, each by name."""
+    os.environ["REMIXER_DECODER_DTYPE"] = "float32"
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked cuda are skipped where no GPU is found, so CPU runs collect them and say why."""
     import torch

@@ -20,6 +20,7 @@ masks and logits processors in Python. Here a window is decoded by a plain loop 
 - `graphs`: CUDA-graph capture, one graph per bucket over the same buffers, memory pool and generator
   (`REMIXER_CUDA_GRAPHS`: 1, the default, falls back to the same step run eagerly if capture fails, with a
   log line; 0 never captures; strict makes a failed capture an error).
+- `precision`: the CPU decoder's linear layers in float32, bfloat16 or int8 (`Decoder(..., precision=...)`).
 - `loop`: `WindowDecoder`, a request's windows: prefill, capture, the steps (the graph picked from the step
   number, which the host knows without asking the device), progress, timings. A request's windows share the
   cache and the graphs (the first window is the largest); each records how it was decoded (`modes`).
@@ -29,6 +30,7 @@ The delayed grid: position 0 is BOS for every codebook; codebook k holds frame f
 codebook's frames hold the special token (2048), as audiocraft's pattern and transformers' delay mask do.
 """
 
+from remixer.decoding import precision
 from remixer.decoding.cache import BUCKET, KVCache, kv_cache_bytes, span_for
 from remixer.decoding.decoder import Decoder
 from remixer.decoding.graphs import EAGER, GRAPH, GRAPH_MODES, GRAPHS_ENV, CudaGraphs, DecodingError, graph_mode
@@ -39,5 +41,5 @@ from remixer.decoding.sampling import Sampling, sample
 __all__ = [
     "BUCKET", "EAGER", "GRAPH", "GRAPHS_ENV", "GRAPH_MODES", "PROGRESS_EVERY", "SPECIAL", "CudaGraphs", "Decoder",
     "DecodingError", "KVCache", "ProgressCallback", "Sampling", "WindowDecoder", "WindowPlan", "aligned",
-    "graph_mode", "kv_cache_bytes", "plan_window", "rows_for", "sample", "span_for",
+    "graph_mode", "kv_cache_bytes", "plan_window", "precision", "rows_for", "sample", "span_for",
 ]

@@ -16,6 +16,7 @@ class DecoderShape(Protocol):
 
     device: torch.device
     dtype: torch.dtype
+    cache_dtype: torch.dtype
     heads: int
     head_dim: int
     layers: list
@@ -28,7 +29,7 @@ class KVCache:
     def __init__(self, decoder: DecoderShape, rows: int, length: int):
         self.length = length
         self.rows = rows
-        options = dict(device=decoder.device, dtype=decoder.dtype)
+        options = dict(device=decoder.device, dtype=decoder.cache_dtype)
         self.layers = [(torch.zeros((rows, decoder.heads, decoder.head_dim, length), **options),
                         torch.zeros((rows, decoder.heads, length, decoder.head_dim), **options))
                        for _ in decoder.layers]

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch.nn import functional as F
 
+from remixer.decoding import precision as precisions
+
 if TYPE_CHECKING:
     from remixer.decoding.cache import KVCache
 
@@ -16,11 +18,18 @@ if TYPE_CHECKING:
 class Decoder:
     """The decoder stack of a converted MusicGen-Chord model, run step by step over a static cache."""
 
-    def __init__(self, model, dtype: torch.dtype | None = None):
+    def __init__(self, model, dtype: torch.dtype | None = None, precision: str = "float32"):
+        """precision (CPU only): the linear layers' weights in float32 (the model's own tensors), bfloat16 or
+        int8 (copies; `precision` module); activations, norms and heads stay in float32 under both."""
         decoder = model.decoder.model.decoder
         config = model.decoder.config
         self.device = model.device
-        self.dtype = dtype or next(decoder.parameters()).dtype
+        self.precision = precisions.check(precision)
+        low = precision in precisions.LOW_PRECISIONS
+        if low and self.device.type != "cpu":
+            raise ValueError(f"the {precision} decoder is the CPU's; on {self.device.type} set the dtype instead")
+        self.dtype = torch.float32 if low else (dtype or next(decoder.parameters()).dtype)
+        self.cache_dtype = precisions.CACHE_DTYPE if low else self.dtype
         self.codebooks = config.num_codebooks
         self.channels = config.audio_channels
         self.heads = config.num_attention_heads
@@ -31,7 +40,7 @@ class Decoder:
         self.embedding_offsets = torch.arange(self.codebooks, device=self.device)[:, None] * (
             decoder.embed_tokens[0].weight.shape[0])
         self.heads_out = torch.stack([head.weight for head in model.decoder.lm_heads])  # (K, card, D)
-        self.layers = [_fused(layer) for layer in decoder.layers]
+        self.layers = [_LowLayer.of(_fused(layer), precision) if low else _fused(layer) for layer in decoder.layers]
         self.final_norm = (decoder.layer_norm.weight, decoder.layer_norm.bias)
         self.positions = decoder.embed_positions
         if config.activation_function != "gelu":
@@ -41,6 +50,16 @@ class Decoder:
         # models), as its transformer does for "in-attention" conditioning.
         facts = getattr(model, "facts", None)
         self.in_attention = frozenset(facts.in_attention if facts is not None else ())
+
+    @property
+    def precision_name(self) -> str:
+        """What the weights are held in: the CPU's precision (float32, bfloat16, int8) or the CUDA dtype."""
+        return self.precision if self.device.type == "cpu" else str(self.dtype).removeprefix("torch.")
+
+    def describe(self) -> dict:
+        """What analysis.json, the log and the CLI say of the decoder: its weights' precision, bits, device."""
+        bits = {"int8": 8, "bfloat16": 16, "float16": 16}.get(self.precision_name, 32)
+        return {"precision": self.precision_name, "bits": bits, "device": self.device.type}
 
     @property
     def delays(self) -> list[int]:
@@ -82,24 +101,26 @@ class Decoder:
             if condition is not None and number in self.in_attention:
                 hidden = _add_to_last(hidden, condition)
             normed = F.layer_norm(hidden, (self.width,), layer.norm1_w, layer.norm1_b)
-            qkv = F.linear(normed, layer.qkv).view(rows, length, 3, self.heads, self.head_dim).transpose(1, 3)
+            qkv = layer.linear("qkv", normed).view(rows, length, 3, self.heads, self.head_dim).transpose(1, 3)
             q, k, v = qkv.unbind(2)  # each (rows, heads, T, head_dim)
             if eager:
                 keys_t[:, :, :, start:start + length] = k.transpose(2, 3)
                 values[:, :, start:start + length] = v
             else:
-                keys_t.index_copy_(3, index, k.transpose(2, 3))
-                values.index_copy_(2, index, v)
+                keys_t.index_copy_(3, index, k.transpose(2, 3).to(keys_t.dtype))
+                values.index_copy_(2, index, v.to(values.dtype))
             if causal:
                 attended = F.scaled_dot_product_attention(q, k, v, is_causal=True)
             elif cache.shared is not None:
-                attended = shared_attention(q, keys_t, values, cache.shared[number], span, blocked, scale)
+                attended = shared_attention(q.to(keys_t.dtype), keys_t, values, cache.shared[number], span, blocked,
+                                            scale)
             else:  # one query against the cache up to the bucket's end, later positions masked
-                scores = torch.matmul(q, keys_t[..., :span]).float().mul_(scale).masked_fill_(blocked, float("-inf"))
+                scores = torch.matmul(q.to(keys_t.dtype), keys_t[..., :span]).float().mul_(scale).masked_fill_(
+                    blocked, float("-inf"))
                 attended = torch.matmul(scores.softmax(dim=-1).to(values.dtype), values[:, :, :span])
-            hidden = hidden + F.linear(attended.transpose(1, 2).reshape(rows, length, self.width), layer.out)
+            hidden = hidden + layer.linear("out", attended.transpose(1, 2).reshape(rows, length, self.width))
             normed = F.layer_norm(hidden, (self.width,), layer.norm2_w, layer.norm2_b)
-            hidden = hidden + F.linear(self.activation(F.linear(normed, layer.fc1)), layer.fc2)
+            hidden = hidden + layer.linear("fc2", self.activation(layer.linear("fc1", normed)))
         return F.layer_norm(hidden, (self.width,), *self.final_norm)
 
     def step_eager(self, hidden: torch.Tensor, position: int, cache: "KVCache",
@@ -116,7 +137,7 @@ class Decoder:
             if condition is not None and number in self.in_attention:
                 hidden = hidden + condition
             normed = F.layer_norm(hidden, (self.width,), layer.norm1_w, layer.norm1_b)
-            q, k, v = torch.mm(normed, layer.qkv_t).view(rows, 3, self.heads, self.head_dim).unbind(1)
+            q, k, v = layer.qkv_step(normed).view(rows, 3, self.heads, self.head_dim).unbind(1)
             keys_t[:, :, :, position] = k
             values[:, :, position] = v
             # Plain attention for one query as batched products over keys stored transposed: on the
@@ -124,9 +145,9 @@ class Decoder:
             scores = torch.baddbmm(cache.scratch[:batch, :, :end], q.reshape(batch, 1, self.head_dim),
                                    keys3[:, :, :end], beta=0, alpha=scale)
             attended = torch.bmm(scores.softmax(dim=-1), values3[:, :end])
-            hidden = torch.addmm(hidden, attended.view(rows, self.width), layer.out_t)
+            hidden = layer.out_step(hidden, attended.view(rows, self.width))
             normed = F.layer_norm(hidden, (self.width,), layer.norm2_w, layer.norm2_b)
-            hidden = torch.addmm(hidden, F.gelu(torch.mm(normed, layer.fc1_t)), layer.fc2_t)
+            hidden = layer.mlp_step(hidden, normed)
         return F.layer_norm(hidden, (self.width,), *self.final_norm)
 
     def logits(self, hidden_last: torch.Tensor) -> torch.Tensor:
@@ -177,6 +198,53 @@ class _Layer:
     def __post_init__(self):
         # Transposed views for the step's matrix products, made once (a view per call costs host time).
         self.qkv_t, self.out_t, self.fc1_t, self.fc2_t = self.qkv.t(), self.out.t(), self.fc1.t(), self.fc2.t()
+
+    def linear(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, getattr(self, name))
+
+    # The eager step's three products, each one operation (the residual add fused into addmm).
+    def qkv_step(self, normed: torch.Tensor) -> torch.Tensor:
+        return torch.mm(normed, self.qkv_t)
+
+    def out_step(self, hidden: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+        return torch.addmm(hidden, attended, self.out_t)
+
+    def mlp_step(self, hidden: torch.Tensor, normed: torch.Tensor) -> torch.Tensor:
+        return torch.addmm(hidden, F.gelu(torch.mm(normed, self.fc1_t)), self.fc2_t)
+
+
+@dataclass
+class _LowLayer:
+    """A layer with its four products in a low precision (`precision.Linear`); norms in float32. Its q, k and v
+    come out in the cache's dtype, what the attention reads."""
+
+    norm1_w: torch.Tensor
+    norm1_b: torch.Tensor
+    projections: dict[str, precisions.Linear]
+    norm2_w: torch.Tensor
+    norm2_b: torch.Tensor
+
+    @classmethod
+    def of(cls, layer: _Layer, precision: str) -> "_LowLayer":
+        return cls(layer.norm1_w, layer.norm1_b,
+                   {name: precisions.Linear(getattr(layer, name), precision) for name in ("qkv", "out", "fc1", "fc2")},
+                   layer.norm2_w, layer.norm2_b)
+
+    def linear(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        return self.projections[name](x)
+
+    def qkv_step(self, normed: torch.Tensor) -> torch.Tensor:
+        return self.projections["qkv"](normed).to(precisions.CACHE_DTYPE)
+
+    def out_step(self, hidden: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+        return hidden + self.projections["out"](attended)
+
+    def mlp_step(self, hidden: torch.Tensor, normed: torch.Tensor) -> torch.Tensor:
+        return hidden + self.projections["fc2"](F.gelu(self.projections["fc1"](normed)))
+
+    @property
+    def bytes(self) -> int:
+        return sum(linear.bytes for linear in self.projections.values())
 
 
 def _fused(layer) -> _Layer:

@@ -208,8 +208,9 @@ def encoders_in(weights_dir: str | Path, device: str = "cpu"):
     return models.load_encoders(root / "t5", root / "encodec", device)
 
 
-def load_tiny(th_path: str | Path, device: str, weights_dir: str | Path):
-    """A MusicGen-Chord checkpoint with the encoders of `weights_dir`, as the Remixer would load it."""
+def load_tiny(th_path: str | Path, device: str, weights_dir: str | Path, precision: str | None = None):
+    """A MusicGen-Chord checkpoint with the encoders of `weights_dir`, as the Remixer would load it (the CPU
+    decoder in `precision`, default REMIXER_DECODER_DTYPE's)."""
     from remixer import models
 
-    return models.load_musicgen_chord(th_path, device, encoders_in(str(weights_dir), device))
+    return models.load_musicgen_chord(th_path, device, encoders_in(str(weights_dir), device), precision)
