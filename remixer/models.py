@@ -210,7 +210,7 @@ def _drop_float32_layers(model: ChordModel) -> None:
 
 # The CPU decoder's precision when REMIXER_DECODER_DTYPE is unset: the fastest whose error was measured small
 # (docs/performance.md: guided logits within 2% of float32's and 97% of greedy's choices agreeing over a 30 s
-# window of a medium-proportioned random model; bfloat16 1.5% and 98%, int8 4.6% and 92%). Measured faster than
+# window of a medium-proportioned random model; bfloat16 1.4% and 97.6%, int8 4.4% and 92.6%). Measured faster than
 # float32 with AVX-512 and with AVX2 only; on other CPUs (none measured) the exact float32 path stays.
 CPU_DEFAULT_PRECISION = "bfloat16"
 MEASURED_CAPABILITIES = ("AVX512", "AVX2")  # torch.backends.cpu.get_cpu_capability() where the default was timed
