@@ -263,7 +263,7 @@ def _band_target(reference: Reference | None, vocals: np.ndarray, kept: np.ndarr
 
 def _bar_envelope(band: np.ndarray, rate: int, reference: Reference) -> tuple[np.ndarray, np.ndarray] | None:
     """(bar middles s, gain dB) that make the band's loudness move from bar to bar as the replaced parts'
-    did, smoothed over five bars and bounded; None without bars or loudness to follow."""
+    did, smoothed over three bars, bounded and step-limited; None without bars or loudness to follow."""
     if reference.bars is None or reference.bar_lufs is None or len(reference.bars) < 3:
         return None
     wanted = _relative(reference.bar_lufs, reference.replaced_lufs)
@@ -273,7 +273,8 @@ def _bar_envelope(band: np.ndarray, rate: int, reference: Reference) -> tuple[np
 
 
 def smooth_bars(values: np.ndarray) -> np.ndarray:
-    """A triangular moving average over bars (the bar and two either side), weights renormalised at the ends."""
+    """A triangular moving average over bars (SMOOTHING: the bar and one either side), weights renormalised at
+    the ends."""
     half = len(SMOOTHING) // 2
     padded = np.pad(values, half)
     weights = np.pad(np.ones_like(values), half)
