@@ -5,6 +5,7 @@
 #   ./run.sh batch MANIFEST --out DIR        remix many songs on Ray (see ./run.sh batch --help)
 #   ./run.sh app [--port 7860]              remix from the browser (see ./run.sh app --help)
 #   ./run.sh lint                           the linter CI runs before the tests (ruff; rules in pyproject.toml)
+#   ./run.sh mutate [module ...]             mutation testing of the pure modules (mutmut; on demand, not in CI)
 #   ./run.sh setup                          only install
 # Idempotent: a second run skips every install step whose inputs did not change.
 # Python 3.11: $PYTHON, python3.11 or python3, else fetched with uv into .python/ (REMIXER_FETCH_PYTHON=0: never).
@@ -114,6 +115,16 @@ setup_venv() {
   fi
 }
 
+setup_mutate() {  # mutmut and what it needs, only for `./run.sh mutate`
+  local stamp=.venv/.mutate-installed want
+  want=$(sha256sum requirements-mutate.txt | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "[setup] installing the mutation tester (requirements-mutate.txt) into .venv"
+    .venv/bin/python -m pip install -q -r requirements-mutate.txt
+    echo "$want" > "$stamp"
+  fi
+}
+
 main() {
   local cmd=${1:-help}
   shift || true
@@ -122,10 +133,11 @@ main() {
     test) setup; if need_browser; then with_lock "$APT_LOCK" install_browser; fi  # the app's browser tests
           export PATH="$PWD/.venv/bin:$PATH"; exec .venv/bin/python -m pytest "$@" ;;
     lint) setup; exec .venv/bin/ruff check "$@" . ;;
+    mutate) setup; with_lock .venv.lock setup_mutate; exec .venv/bin/python tools/mutate.py "$@" ;;
     remix) setup; export PATH="$PWD/.venv/bin:$PATH"; exec .venv/bin/python -m remixer "$@" ;;
     batch) setup; export PATH="$PWD/.venv/bin:$PATH"; exec .venv/bin/python -m remixer batch "$@" ;;
     app) setup; export PATH="$PWD/.venv/bin:$PATH"; exec .venv/bin/python -m remixer app "$@" ;;
-    *) sed -n '2,10p' "$0"; exit 2 ;;
+    *) sed -n '2,11p' "$0"; exit 2 ;;
   esac
 }
 

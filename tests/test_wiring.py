@@ -396,6 +396,90 @@ def test_wiring_a_section_is_cut_where_asked_and_reported_on_the_songs_timeline(
     assert sf.info(result.remix).frames == int(5.5 * SR)  # the part, at the song's rate
 
 
+PART_DOWNBEATS = [0.5, 2.5, 4.5]  # on the part's own timeline (1.5 s to 7.0 s of the song)
+PART_SECTIONS = [rhythm.Section(0.0, 2.5, "verse"), rhythm.Section(2.5, 5.5, "chorus")]
+
+
+def _markers(path) -> list[tuple[float, str]]:
+    """The MIDI file's section markers as (seconds, label), timed by pretty_midi's own tempo map."""
+    import mido
+    import pretty_midi
+
+    timed = pretty_midi.PrettyMIDI(str(path))
+    found, tick = [], 0
+    for message in mido.MidiFile(str(path)).tracks[0]:
+        tick += message.time
+        if message.type == "marker":
+            found.append((timed.tick_to_time(tick), message.text))
+    return found
+
+
+@pytest.mark.parametrize("tempo", [None, 108.0])
+def test_wiring_every_output_of_a_section_is_on_the_remixs_timeline(remixer, tmp_path, monkeypatch, tempo):
+    """Fixed: the rhythm stage (the part's downbeats, beats and sections on its own timeline) and the chord
+    recognizer. For the part from 1.5 s to 7.0 s (and with tempo, the whole retimed by 120/108):
+    analysis.json on the song's timeline; the MIDI file's beats, bars, chords and markers on the remix's
+    (analysis.json's less the part's start, within 1 ms); stems, instrumental and takes as long as the remix."""
+    song = _marked_song(tmp_path / "song.wav")
+
+    calls = []
+
+    def fixed(_stems):  # the stage's result fixed, its model not run: the song's first, then each take's
+        calls.append(len(calls) + 1)
+        beats = [t + k * 0.5 for t in PART_DOWNBEATS for k in range(4) if t + k * 0.5 < 5.5]
+        return rhythm.Rhythm(bpm=120.0, beats=beats, downbeats=list(PART_DOWNBEATS),
+                             sections=list(PART_SECTIONS) if len(calls) == 1 else [])
+
+    monkeypatch.setattr(remixer.analyzer, "analyze", fixed)
+    part_chords = [ChordSegment(0.0, 2.5, "A:min"), ChordSegment(2.5, 5.5, "E:7")]
+    recognizer = remixer.recognizers[True]
+    monkeypatch.setattr(recognizer, "recognize", Spy(recognizer.recognize, lambda *_a, **_k: list(part_chords)))
+    result = remixer.remix(RemixRequest.from_inputs(
+        prompt="x", music_input=song, model_version="chord", seed=1, start_time=1.5, end_time=7.0, tempo=tempo,
+        takes=2, return_takes=True, return_stems=True, return_instrumental=True, return_analysis=True,
+        return_midi=True), tmp_path / "out")
+    factor = 1.0 if tempo is None else 120.0 / tempo
+    report = json.loads(result.analysis_json.read_text())
+    start = 1.5 * factor  # the part's start on the (retimed) song's timeline
+    # analysis.json: the song's timeline (retimed with tempo), as docs/interfaces.md says.
+    assert calls == [1, 2, 3]  # the song, then each take (beat-sync)
+    near = dict(abs=1e-4)  # analysis.json rounds to 0.1 ms
+    assert report["section"] == {"start": pytest.approx(start, **near), "end": pytest.approx(7.0 * factor, **near)}
+    assert report["downbeats"] == pytest.approx([(1.5 + t) * factor for t in PART_DOWNBEATS], **near)
+    assert [(c["start"], c["label"]) for c in report["chords"]] == [
+        (pytest.approx(1.5 * factor, **near), "A:min"), (pytest.approx(4.0 * factor, **near), "E:7")]
+    assert [(s["start"], s["label"]) for s in report["sections"]] == [
+        (pytest.approx(1.5 * factor, **near), "verse"), (pytest.approx(4.0 * factor, **near), "chorus")]
+    # The MIDI file, read back by pretty_midi (and its markers by mido): the remix's timeline, time 0 = the
+    # remix's first sample.
+    import pretty_midi
+
+    song_midi = pretty_midi.PrettyMIDI(str(result.midi))
+    remix_beats = np.array(report["beats"]) - start
+    grid = song_midi.get_beats()
+    first = int(np.argmin(np.abs(grid - remix_beats[0])))
+    np.testing.assert_allclose(grid[first:first + len(remix_beats)], remix_beats, atol=1e-3)
+    bar_lines = song_midi.get_downbeats()
+    assert all(np.min(np.abs(bar_lines - (d - start))) < 1e-3 for d in report["downbeats"])
+    onsets = sorted({round(n.start, 3) for n in song_midi.instruments[0].notes})
+    np.testing.assert_allclose(onsets, [c["start"] - start for c in report["chords"]], atol=1e-3)
+    markers = _markers(result.midi)
+    assert [label for _, label in markers] == ["verse", "chorus"]
+    np.testing.assert_allclose([t for t, _ in markers], [s["start"] - start for s in report["sections"]],
+                               atol=1e-3)
+    # Every audio output is the remix's length: the part, retimed.
+    frames = sf.info(result.remix).frames
+    assert abs(frames - 5.5 * factor * SR) <= SR * 0.01
+    others = [result.instrumental, *result.stems.values(), *result.take_outputs.values()]
+    assert len(result.stems) >= 4 and list(result.take_outputs) == ["take2"]
+    assert [sf.info(path).frames for path in others] == [frames] * len(others)
+    # The mix envelope's bars are reported on the song's timeline, like analysis.json's downbeats.
+    envelope = report["mix"]["envelope"]
+    bars = report["downbeats"]
+    assert envelope["bar_starts"][-len(bars):] == pytest.approx(bars, abs=1e-3)
+    assert min(envelope["bar_starts"]) >= start - 1e-3
+
+
 def test_wiring_a_short_progression_repeats_to_the_songs_end(remixer, song, tmp_path, monkeypatch):
     """Fixed: the rhythm stage (4 bars). Two chords on four bars: C G C G, not C G G G."""
     monkeypatch.setattr(remixer.analyzer, "analyze", Spy(remixer.analyzer.analyze, _known_rhythm()))

@@ -30,17 +30,25 @@ class KVCache:
         self.length = length
         self.rows = rows
         options = dict(device=decoder.device, dtype=decoder.cache_dtype)
-        self.layers = [(torch.zeros((rows, decoder.heads, decoder.head_dim, length), **options),
-                        torch.zeros((rows, decoder.heads, length, decoder.head_dim), **options))
-                       for _ in decoder.layers]
+        # Every layer's keys (and values) in one tensor: the eager step narrows all layers to the live
+        # positions with one operation per step instead of one per layer (host time on the CPU).
+        count, batch = len(decoder.layers), rows * decoder.heads
+        keys = torch.zeros((count, rows, decoder.heads, decoder.head_dim, length), **options)
+        values = torch.zeros((count, rows, decoder.heads, length, decoder.head_dim), **options)
+        self.layers = list(zip(keys.unbind(0), values.unbind(0)))
         # The same memory as (rows * heads) batches, for the eager step's batched products.
-        batch = rows * decoder.heads
-        self.flat = [(keys.view(batch, decoder.head_dim, length), values.view(batch, length, decoder.head_dim))
-                     for keys, values in self.layers]
+        self.flat = (keys.view(count, batch, decoder.head_dim, length), values.view(count, batch, length,
+                                                                                 decoder.head_dim))
         self.scratch = torch.zeros((batch, 1, length), **options)
         self.shared: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # see share_prefix
         self.shared_length = 0
         self.groups = 1
+
+    def live(self, end: int) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...], torch.Tensor]:
+        """The eager step's reads up to position `end` (exclusive): every layer's keys (batch, head_dim, end)
+        and values (batch, end, head_dim), and the scores' scratch (batch, 1, end); four operations in all."""
+        keys, values = self.flat
+        return keys.narrow(3, 0, end).unbind(0), values.narrow(2, 0, end).unbind(0), self.scratch.narrow(2, 0, end)
 
     def share_prefix(self, length: int, groups: int) -> None:
         """Copy the first `length` positions (the condition prefix) of one row per group into buffers the

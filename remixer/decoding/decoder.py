@@ -40,8 +40,10 @@ class Decoder:
         self.embedding_offsets = torch.arange(self.codebooks, device=self.device)[:, None] * (
             decoder.embed_tokens[0].weight.shape[0])
         self.heads_out = torch.stack([head.weight for head in model.decoder.lm_heads])  # (K, card, D)
+        self.heads_flat_t = self.heads_out.flatten(0, 1).t()  # every head in one product: (D, K * card)
         self.layers = [_LowLayer.of(_fused(layer), precision) if low else _fused(layer) for layer in decoder.layers]
         self.final_norm = (decoder.layer_norm.weight, decoder.layer_norm.bias)
+        self.norm_eps = decoder.layer_norm.eps  # every layer norm's (transformers builds them all alike)
         self.positions = decoder.embed_positions
         if config.activation_function != "gelu":
             raise ValueError(f"the decode loop implements the GELU decoder, not {config.activation_function}")
@@ -129,30 +131,32 @@ class Decoder:
         on the CPU each operation costs host time, and this runs once per layer per token. condition (rows, D):
         MusiConGen's sum for this step, added again before each in-attention layer."""
         rows = hidden.shape[0]
-        end = position + 1
         batch = rows * self.heads
         scale = self.head_dim ** -0.5
-        for number, (layer, (keys_t, values), (keys3, values3)) in enumerate(
-                zip(self.layers, cache.layers, cache.flat)):
+        width = (self.width,)
+        keys_live, values_live, scratch = cache.live(position + 1)
+        for number, (layer, (keys_t, values), keys3, values3) in enumerate(
+                zip(self.layers, cache.layers, keys_live, values_live)):
             if condition is not None and number in self.in_attention:
                 hidden = hidden + condition
-            normed = F.layer_norm(hidden, (self.width,), layer.norm1_w, layer.norm1_b)
+            # torch.layer_norm, not F.layer_norm: the same operation without the Python wrapper's checks.
+            normed = torch.layer_norm(hidden, width, layer.norm1_w, layer.norm1_b, self.norm_eps)
             q, k, v = layer.qkv_step(normed).view(rows, 3, self.heads, self.head_dim).unbind(1)
-            keys_t[:, :, :, position] = k
-            values[:, :, position] = v
+            keys_t.select(3, position).copy_(k)
+            values.select(2, position).copy_(v)
             # Plain attention for one query as batched products over keys stored transposed: on the
             # host, a third of the fused kernel's cost at these sizes, and no copy of the cache.
-            scores = torch.baddbmm(cache.scratch[:batch, :, :end], q.reshape(batch, 1, self.head_dim),
-                                   keys3[:, :, :end], beta=0, alpha=scale)
-            attended = torch.bmm(scores.softmax(dim=-1), values3[:, :end])
+            scores = torch.baddbmm(scratch, q.reshape(batch, 1, self.head_dim), keys3, beta=0, alpha=scale)
+            attended = torch.bmm(scores.softmax(dim=-1), values3)
             hidden = layer.out_step(hidden, attended.view(rows, self.width))
-            normed = F.layer_norm(hidden, (self.width,), layer.norm2_w, layer.norm2_b)
+            normed = torch.layer_norm(hidden, width, layer.norm2_w, layer.norm2_b, self.norm_eps)
             hidden = layer.mlp_step(hidden, normed)
-        return F.layer_norm(hidden, (self.width,), *self.final_norm)
+        return F.layer_norm(hidden, width, *self.final_norm)
 
     def logits(self, hidden_last: torch.Tensor) -> torch.Tensor:
         """(rows, D) -> (rows, K, card) float32."""
-        return torch.einsum("rd,kvd->rkv", hidden_last, self.heads_out).float()
+        rows, (codebooks, card, _) = hidden_last.shape[0], self.heads_out.shape
+        return torch.mm(hidden_last, self.heads_flat_t).view(rows, codebooks, card).float()
 
 
 def shared_attention(q: torch.Tensor, keys_t: torch.Tensor, values: torch.Tensor,

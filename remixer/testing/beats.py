@@ -129,3 +129,20 @@ def drum_pattern(meter: int, bpm: float = 120.0, bars: int = 10, start: float = 
             note = (110.0, 147.0, 98.0, 131.0)[(index // meter) % 4]
             add(at, decaying(0.2 * np.sin(2 * np.pi * note * bar_samples), 1.5))
     return song.astype(np.float32), beats, beats[::meter]
+
+
+def read_at_drifting_pace(samples: np.ndarray, rate: int, seconds: float, lag: float, slope: float,
+                          swing: float, period: float) -> tuple[np.ndarray, np.ndarray]:
+    """A recording read like a tape whose speed wanders: output time t plays the recording's time
+    tau(t) = (1 - slope) t + lag + swing sin(2 pi t / period), linearly interpolated (pitch moves with the
+    pace, as on tape). Returns the reading (channels, seconds * rate) and tau at every output sample."""
+    t = np.arange(int(round(seconds * rate))) / rate
+    tau = (1 - slope) * t + lag + swing * np.sin(2 * np.pi * t / period)
+    source = np.atleast_2d(samples)
+    reading = np.stack([np.interp(tau * rate, np.arange(source.shape[1]), channel) for channel in source])
+    return reading.astype(np.float32), tau
+
+
+def heard_at(recording_times, tau: np.ndarray, rate: int) -> np.ndarray:
+    """When (s, output time) a reading from read_at_drifting_pace plays each of the recording's times."""
+    return np.interp(np.asarray(recording_times, dtype=np.float64), tau, np.arange(tau.size) / rate)
