@@ -82,3 +82,44 @@ def test_score_weights_majmin_twice():
                                             ("F#:hdim7", "F#:hdim7"), ("N", "N"), ("X", "X"), ("C/E", "C:maj")])
 def test_labels_in_harte_syntax(label, expected):
     assert harte(label) == expected
+
+
+def test_every_unmeasured_number_says_exactly_why_in_analysis_json():
+    """analysis.json's fidelity, whole: each number rounded to 4 places or None, the score, and one reason per
+    None (the exact words the docs and the CLI show), for every way a number can be missing."""
+    chords, beats = song(bars=2)
+    unanalysed = fidelity.measure(chords, beats, None, None, fidelity.identity, 4.0)
+    assert unanalysed.as_dict() == {"chord_majmin": None, "chord_tetrads": None, "beat_f": None, "score": 0.0,
+                                    "unmeasured": dict.fromkeys(fidelity.NUMBERS,
+                                                                "the generated music was not analysed")}
+    assert fidelity.measure(chords, beats, None, None, fidelity.identity, 4.0, why_not="w").reasons == \
+        dict.fromkeys(fidelity.NUMBERS, "w")
+    silent_song = fidelity.measure([ChordSegment(0, 4, "X"), ChordSegment(4, 8, "N")], [], chords, [1.0],
+                                   fidelity.identity, 8.0)
+    assert silent_song.reasons == {"chord_majmin": "no chords were found in the song",
+                                   "chord_tetrads": "no chords were found in the song",
+                                   "beat_f": "no beats were found in the song"}
+    assert fidelity.measure(chords, beats, chords, [], fidelity.identity, 4.0).reasons == {
+        "beat_f": "no beats were found in the generated music"}
+    outside = fidelity.measure(chords, beats, chords, [-1.0, 4.5], fidelity.identity, 4.0)
+    assert outside.beat_f is None and outside.reasons == {"beat_f": "no generated beat lands inside the song"}
+    # A power chord is outside majmin's vocabulary (tetrads compares it): majmin alone has nothing to compare.
+    fifths = [ChordSegment(0, 4, "C:5")]
+    assert fidelity.measure(fifths, beats, fifths, beats, fidelity.identity, 4.0).reasons == {
+        "chord_majmin": "no chord of that vocabulary to compare"}
+    rounded = fidelity.Fidelity(0.123456, None, 2 / 3, {"chord_tetrads": "why"}).as_dict()
+    assert rounded == {"chord_majmin": 0.1235, "chord_tetrads": None, "beat_f": 0.6667,
+                       "score": round((0.5 * 0.123456 + 0.25 * 2 / 3) / 0.75, 4), "unmeasured": {"chord_tetrads": "why"}}
+
+
+def test_a_beat_at_the_songs_last_instant_counts_and_gaps_in_either_chord_list_are_no_chord():
+    assert fidelity.measure([], [1.0, 4.0], None, [1.0, 4.0], fidelity.identity, 4.0).beat_f == 1.0
+    # The song has no chord in its first second, the new music none in its last: each gap is no chord (N)
+    # against C, a disagreement (1 s each); C against C agrees (2 s): 2 of 4 s, whichever list is the song.
+    song_chords = [ChordSegment(1.0, 4.0, "C")]
+    generated = [ChordSegment(0.0, 3.0, "C")]
+    assert fidelity.chord_scores(song_chords, generated, 4.0) == (pytest.approx(0.5), pytest.approx(0.5))
+    assert fidelity.chord_scores(generated, song_chords, 4.0) == (pytest.approx(0.5), pytest.approx(0.5))
+    assert fidelity.chord_scores(song_chords, song_chords, 4.0) == (1.0, 1.0)
+    assert fidelity.chord_scores(song_chords, generated, 0.0) == (None, None)
+    assert fidelity.chord_scores([], generated, 4.0) == (None, None)

@@ -118,6 +118,50 @@ def test_no_change_leaves_the_vocals_untouched(sung):
     assert keytempo.retune(sung, RATE, keytempo.KeyTempo()) is sung
 
 
+def test_retune_moves_the_key_then_the_tempo_of_what_it_is_given(sung):
+    """The vocals' path in a remix: transposed (pitch up 3 semitones, formants kept), stretched to the new
+    timeline (x1.1: the length scaled, pitch kept), float32 like every stem."""
+    change = keytempo.KeyTempo(transpose=3, factor=1.1)
+    out = keytempo.retune(sung, RATE, change)
+    assert out.dtype == np.float32 and out.shape == (1, int(round(sung.shape[1] * 1.1)))
+    assert abs(voice.cents(voice.median_f0(out), 196.0 * 2 ** (3 / 12))) < 10
+    only_key = keytempo.retune(sung, RATE, keytempo.KeyTempo(transpose=-2))
+    assert only_key.shape == sung.shape and abs(voice.cents(voice.median_f0(only_key), 196.0 * 2 ** (-2 / 12))) < 10
+
+
+def test_a_short_stretch_is_padded_with_silence_at_its_end():
+    fitted = keytempo._fit(np.ones((2, 5), np.float32), 8)
+    assert fitted.shape == (2, 8) and fitted[:, :5].all() and not fitted[:, 5:].any()
+    assert keytempo._fit(np.ones((2, 5), np.float32), 3).shape == (2, 3)
+
+
+def test_the_envelope_is_the_cepstrally_smoothed_peak_magnitude_in_db():
+    """_envelope_db against the rule written out here: a running maximum over PEAK_BINS bins, a floor
+    FLOOR_DB under each frame's own peak, then only the quefrencies under `lifter` (both ends of the real
+    cepstrum, symmetric) kept; in dB."""
+    from scipy.ndimage import maximum_filter1d
+
+    rng = np.random.default_rng(0)
+    spectrum = rng.random((1025, 2)) * np.array([1.0, 100.0])  # two frames, peaks 40 dB apart
+    spectrum[600:, 0] = 0.0  # silent bins: held at the floor under that frame's peak
+    for lifter in (1, 7, 66):
+        peaks = maximum_filter1d(spectrum, size=keytempo.PEAK_BINS, axis=0)
+        floored = np.maximum(peaks, peaks.max(axis=0) * 10 ** (-keytempo.FLOOR_DB / 20))
+        cepstrum = np.fft.irfft(np.log(floored + 1e-9), axis=0)
+        quefrency = np.arange(cepstrum.shape[0])
+        cepstrum[np.minimum(quefrency, cepstrum.shape[0] - quefrency) >= lifter] = 0.0
+        expected = 20 * np.log10(np.e) * np.fft.rfft(cepstrum, axis=0).real
+        np.testing.assert_allclose(keytempo._envelope_db(spectrum, lifter), expected, atol=1e-9)
+    flat = keytempo._envelope_db(np.full((1025, 1), 10.0), 66)
+    np.testing.assert_allclose(flat, 20.0, atol=1e-6)  # a flat magnitude of 10 is 20 dB everywhere
+
+
+def test_transposing_by_octaves_keeps_the_label_as_written():
+    assert keytempo.transpose_label("Db:min/b3", 12) == "Db:min/b3"
+    assert keytempo.transpose_label("Db:min/b3", -24) == "Db:min/b3"
+    assert keytempo.transpose_label("Db:min/b3", 1) == "D:min/b3"
+
+
 # --- inputs ------------------------------------------------------------------------------------------------
 
 

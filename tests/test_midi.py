@@ -115,3 +115,41 @@ def test_a_first_beat_in_the_first_60_ms_needs_no_impossible_tempo(tmp_path):
                                  4.5))
     assert max(kept.get_tempo_changes()[1]) <= midi.MAX_BPM
     np.testing.assert_allclose(kept.get_beats()[1:len(later) + 1], later, atol=1e-3)
+
+
+def test_a_long_lead_in_a_meter_from_the_bars_and_times_past_the_last_beat(tmp_path):
+    """The first beat at 1.6 s (three lead-in beats of 0.533 s, one tempo), no meter given (bars of three from
+    the downbeats, the last bar as long as the one before), a chord and a section marker after the last beat
+    (the last tempo goes on). Read back by pretty_midi and mido: the tracks as a DAW lists them."""
+    import mido
+
+    beats = [round(1.6 + 0.5 * k, 4) for k in range(12)]  # the last beat at 7.1 s
+    downbeats = beats[::3]
+    chords = [ChordSegment(0.0, 2.0, "C"), ChordSegment(2.0, 7.6, "A:min"), ChordSegment(7.6, 8.5, "G")]
+    sections = [Section(1.6, 4.0, "verse"), Section(7.85, 9.0, "outro")]
+    path = midi.write_midi(tmp_path / "song.mid", beats, downbeats, None, chords, sections, 9.0)
+    read = _read(path)
+    grid = read.get_beats()
+    np.testing.assert_allclose(grid[:3], [0.0, 1.6 / 3, 3.2 / 3], atol=1e-3)  # the lead-in, evenly spread
+    np.testing.assert_allclose(grid[3:15], beats, atol=1e-3)
+    np.testing.assert_allclose(grid[15:17], [7.6, 8.1], atol=1e-3)  # past the last beat: its tempo goes on
+    times, tempi = read.get_tempo_changes()
+    np.testing.assert_allclose(times[:2], [0.0, 1.6], atol=1e-3)
+    np.testing.assert_allclose(tempi[:2], [60 / (1.6 / 3), 120.0], rtol=1e-3)
+    assert [(ts.numerator, round(ts.time, 3)) for ts in read.time_signature_changes] == [(3, 0.0)]
+    np.testing.assert_allclose(read.get_downbeats()[:6], [0.0, 1.6, 3.1, 4.6, 6.1, 7.6], atol=1e-3)
+    notes = read.instruments[0].notes
+    assert {(round(n.start, 3), round(n.end, 3)) for n in notes} == {(0.0, 2.0), (2.0, 7.6), (7.6, 8.5)}
+    assert sorted(n.pitch for n in notes if n.start > 7.5) == [55, 71, 74]  # G: G3 in the bass, B4 and D5
+    assert all(n.velocity == midi.VELOCITY for n in notes)
+    assert read.instruments[0].program == 0 and not read.instruments[0].is_drum  # a piano, channel 1 of 16
+    tracks = mido.MidiFile(str(path)).tracks
+    assert [track.name for track in tracks] == ["song tempo map", "chords"]
+    ticks, markers = 0, []
+    for message in tracks[0]:
+        ticks += message.time
+        if message.type == "marker":
+            markers.append((round(read.tick_to_time(ticks), 3), message.text))
+    assert markers == [(1.6, "verse"), (7.85, "outro")]
+    channels = {m.channel for m in tracks[1] if hasattr(m, "channel")}
+    assert channels == {0}
