@@ -231,3 +231,36 @@ def test_typed_chords_in_harte_syntax_are_accepted_by_the_request(tmp_path):
     assert request.chords == "C:(1,b3,5) G:7sus4 F:maj(9)"
     with pytest.raises(RequestError, match="C:\\(1,b3,x\\)"):
         RemixRequest.from_inputs(prompt="jazz", music_input=str(song), chords="C:(1,b3,x)")
+
+
+# --- the user's chords on the song's bars ---------------------------------------------------------------------
+
+
+def test_the_bars_user_chords_lie_on_are_the_songs_downbeats_or_its_tempo_from_the_first_beat():
+    from remixer import chords
+
+    assert chords.bar_starts([-0.1, 0.5, 2.5, 4.5, 8.0], [], 120.0, 8.0) == [0.5, 2.5, 4.5]  # inside the song
+    # Fewer than two downbeats: bars of four beats at the tempo, from the first beat (or 0 without beats).
+    assert chords.bar_starts([1.0], [0.25, 0.75], 120.0, 8.0) == pytest.approx([0.25, 2.25, 4.25, 6.25])
+    assert chords.bar_starts([], [], 100.0, 5.0) == pytest.approx([0.0, 2.4, 4.8])
+    with pytest.raises(chords.ChordError, match="no beat was found in it"):
+        chords.bar_starts([2.0], [2.0], None, 8.0)
+
+
+def test_user_chords_take_one_bar_each_in_order_repeated_the_first_covering_the_pickup():
+    from remixer import chords
+
+    laid = chords.lay_on_bars(["C", "G", "A:min"], [0.5, 2.5, 4.5, 6.5], 8.0)
+    assert [(c.start, c.end, c.label) for c in laid] == [(0.0, 2.5, "C"), (2.5, 4.5, "G"), (4.5, 6.5, "A:min"),
+                                                         (6.5, 8.0, "C")]
+    assert [(c.start, c.end) for c in chords.lay_on_bars(["C", "G"], [0.0, 4.0, 8.0], 8.0)] == [(0.0, 4.0),
+                                                                                              (4.0, 8.0)]
+
+
+def test_a_progression_splits_on_spaces_commas_and_bar_lines_but_not_inside_a_degree_list():
+    from remixer import chords
+
+    assert chords.parse_progression(" C, G | Am\tF ") == ["C", "G", "Am", "F"]
+    assert chords.parse_progression("C:(1,b3,5),G|D:(3,5)") == ["C:(1,b3,5)", "G", "D:(3,5)"]
+    with pytest.raises(chords.ChordError, match="no chords given: write one chord per bar"):
+        chords.parse_progression(" , | ")

@@ -181,3 +181,28 @@ def test_kept_parts_and_vocals_share_one_gain():
     assert loudness_lufs(held, SR) - loudness_lufs(sung, SR) == pytest.approx(
         loudness_lufs(kept, SR) - loudness_lufs(vocals, SR), abs=0.01)
     assert mixed.report["kept_gain_db"] == mixed.report["vocals_gain_db"]
+
+
+def test_the_mix_report_says_what_was_done_in_the_words_analysis_json_and_the_cli_use():
+    """The report of a song balance with bars (its keys, values and rounding), the band re-set onto the
+    replaced parts' loudness after the envelope shaped it (to 0.1 LU), a silent band left as made and said
+    so, and describe()'s one line."""
+    song_band = _arc(_noise(SECONDS, 1, -24.0), SECONDS / 2, -12.0)
+    vocals, new_band = _noise(SECONDS, 2, -30.0), _noise(SECONDS, 3, -10.0)
+    reference = _reference(vocals, song_band, BARS)
+    mixed = mix(new_band, vocals, SR, "peak", reference=reference)
+    report = mixed.report
+    assert report["balance"] == "song" and report["band_reference"] == "song"
+    assert loudness_lufs(new_band * mixed.levels.band, SR) == pytest.approx(reference.replaced_lufs, abs=0.1)
+    assert mixed.levels.band.dtype == np.float32 and mixed.levels.vocals == 1.0 and mixed.levels.kept == 1.0
+    envelope = report["envelope"]
+    assert all(round(t, 4) == t for t in envelope["bar_starts"]) and all(round(g, 2) == g for g in envelope["gain_db"])
+    assert mixing.describe(report) == (
+        f"song balance; vocals against the band: song {report['song_vocals_to_band_lu']:+.1f} LU, remix "
+        f"{report['remix_vocals_to_band_lu']:+.1f} LU; the band follows the song's loudness "
+        f"r={report['dynamics_correlation']:.2f}")
+    assert mixing.describe({"balance": "published"}) == "published balance; vocals against the band: song -, remix -"
+    silent = mix(np.zeros_like(new_band), vocals, SR, "peak", reference=reference)
+    assert silent.report["balance"] == "song"
+    assert silent.report["band_reference"] == "none: the new band is silent"
+    assert (silent.levels.vocals, silent.levels.band, silent.levels.kept) == (1.0, 1.0, 1.0)

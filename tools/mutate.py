@@ -3,12 +3,14 @@
 docs/development.md keeps: mutants, killed, equivalent, survived, the share of the non-equivalent ones
 killed, and the time taken. `--table` prints the table of the last runs without running anything.
 
-Equivalent mutants (changes no test can see because the behaviour is the same) are listed, each with why,
+`--sample N` runs N of a module's mutants drawn at random (seed 0) instead of all: the table then counts
+the checked ones, and says how many of all were. Equivalent mutants (changes no test can see because the behaviour is the same) are listed, each with why,
 in tools/equivalent_mutants.toml; a listed mutant that a test kills is reported as killed."""
 
 from __future__ import annotations
 
 import argparse
+import random
 import re
 import subprocess
 import sys
@@ -24,6 +26,7 @@ GOAL = 0.85  # of the non-equivalent mutants killed, per module
 # mutmut names a mutant <module>.x_<function>__mutmut_<n> or <module>.xǁ<Class>ǁ<method>__mutmut_<n>
 NAME = re.compile(r"^(?P<module>[\w.]+?)\.x[_ǁ]")
 KILLED = {"killed", "timeout", "segfault"}  # a timeout or crash is a test noticing the change
+UNCHECKED = {"not checked", "check was interrupted by user"}
 
 
 def modules() -> list[str]:
@@ -53,6 +56,16 @@ def statuses() -> dict[str, str]:
     return found
 
 
+def chosen_mutants(module: str, sample: int) -> list[str]:
+    """What `mutmut run` is given: the module's pattern, or `sample` of its mutants drawn at random."""
+    if sample <= 0:
+        return [f"{module}.*"]
+    names = sorted(name for name in statuses() if (match := NAME.match(name)) and match["module"] == module)
+    if not names:  # mutmut lists a module's mutants once it has made them: make them by asking for none
+        sys.exit(f"mutate: no mutants of {module} yet; run it once whole, or `mutmut run` to make them")
+    return sorted(random.Random(0).sample(names, min(sample, len(names))))
+
+
 def table(seconds: dict[str, float]) -> str:
     """The markdown table of the results mutmut holds, one row per module it has results for."""
     equivalent = tomllib.loads(EQUIVALENTS.read_text()) if EQUIVALENTS.exists() else {}
@@ -62,19 +75,23 @@ def table(seconds: dict[str, float]) -> str:
         if not match:
             continue
         kind = "killed" if status in KILLED else ("equivalent" if name in equivalent else status)
-        rows.setdefault(match["module"], Counter())[kind] += 1
-    lines = ["| module | mutants | killed | equivalent | survived | no tests | killed of non-equivalent "
-             "| time | date |", "|---|---|---|---|---|---|---|---|---|"]
+        rows.setdefault(match["module"], Counter())["unchecked" if status in UNCHECKED else kind] += 1
+    lines = ["| module | mutants | checked | killed | equivalent | survived | no tests | killed of non-equivalent "
+             "| time | date |", "|---|---|---|---|---|---|---|---|---|---|"]
     today = date.today().isoformat()
     for module in modules():
         if module not in rows:
             continue
         count = rows[module]
         total = sum(count.values())
-        live = total - count["equivalent"]
+        checked = total - count["unchecked"]
+        if not checked:
+            continue
+        live = checked - count["equivalent"]
         share = count["killed"] / live if live else 1.0
         took = f"{seconds[module]:.0f} s" if module in seconds else "-"
-        lines.append(f"| {module.removeprefix('remixer.')} | {total} | {count['killed']} | {count['equivalent']} "
+        lines.append(f"| {module.removeprefix('remixer.')} | {total} | {checked} | {count['killed']} "
+                     f"| {count['equivalent']} "
                      f"| {count['survived']} | {count['no tests']} | {100 * share:.1f}%"
                      f"{'' if share >= GOAL else ' (under the goal)'} | {took} | {today} |")
     return "\n".join(lines)
@@ -84,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("module", nargs="*", help="e.g. midi, mix, decoding.plan (default: every one)")
     parser.add_argument("--table", action="store_true", help="only print the table of the last runs")
+    parser.add_argument("--sample", type=int, default=0, help="run this many of each module's mutants, drawn at "
+                        "random (seed 0); default: all")
     args = parser.parse_args(argv)
     chosen = [resolve(name) for name in args.module] or modules()
     seconds = {}
@@ -91,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         for module in chosen:
             start = time.perf_counter()
             print(f"[mutate] {module}", flush=True)
-            subprocess.run([sys.executable, "-m", "mutmut", "run", f"{module}.*"], cwd=ROOT, check=True)
+            subprocess.run([sys.executable, "-m", "mutmut", "run", *chosen_mutants(module, args.sample)], cwd=ROOT,
+                           check=True)
             seconds[module] = time.perf_counter() - start
     print(table(seconds))
     return 0
