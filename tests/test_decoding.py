@@ -124,6 +124,62 @@ def test_same_seed_same_draws_and_other_seeds_differ():
     assert not torch.equal(_draws(LOGITS, settings, 500, seed=3), _draws(LOGITS, settings, 500, seed=4))
 
 
+def test_each_row_and_codebook_draws_from_its_own_top_k():
+    """The decode loop samples (takes, codebooks, vocabulary) logits at once: every (take, codebook) from its
+    own k most likely tokens, softmax over the vocabulary axis; k equal to the vocabulary is no restriction."""
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn((2, 4, 50), generator=generator) * 3
+    allowed = logits.topk(5, dim=-1).indices
+    for seed in range(20):
+        drawn = decoding.sample(logits, decoding.Sampling(top_k=5), torch.Generator().manual_seed(seed))
+        assert drawn.shape == (2, 4)
+        assert all(int(drawn[t, k]) in allowed[t, k].tolist() for t in range(2) for k in range(4))
+    peaked = torch.full((2, 4, 50), -30.0).scatter_(2, torch.arange(8).view(2, 4, 1) * 5, 30.0)
+    assert torch.equal(decoding.sample(peaked, decoding.Sampling(top_k=5), torch.Generator().manual_seed(1)),
+                       torch.arange(8).view(2, 4) * 5)
+    whole, free = (decoding.sample(logits, decoding.Sampling(top_k=k), torch.Generator().manual_seed(7))
+                   for k in (50, 0))
+    assert torch.equal(whole, free)
+
+
+def test_the_shared_prefix_is_one_copy_per_guidance_half_refilled_in_place():
+    from types import SimpleNamespace
+
+    from remixer.decoding.cache import KVCache, kv_cache_bytes
+
+    shape = SimpleNamespace(device=torch.device("cpu"), dtype=torch.float32, cache_dtype=torch.float32, heads=2,
+                            head_dim=4, layers=[0, 1])
+    cache = KVCache(shape, rows=4, length=10)  # 2 takes under the condition, the same 2 under the null one
+    assert cache.bytes == 2 * 2 * 4 * 2 * 10 * 4 * 4 == kv_cache_bytes(2, 8, 4, 10, bytes_per_value=4)
+    assert kv_cache_bytes(48, 2048, 2, 1757) == 2 * 48 * 2 * 1757 * 2048 * 2
+
+    def fill():
+        for keys, values in cache.layers:
+            keys.copy_(torch.randn_like(keys))
+            values.copy_(torch.randn_like(values))
+
+    def check(length):
+        for (keys, values), (shared_keys, shared_values) in zip(cache.layers, cache.shared):
+            assert shared_keys.shape == (2, 2, 4, length) and shared_values.shape == (2, 2, length, 4)
+            assert torch.equal(shared_keys, keys[::2, :, :, :length])
+            assert torch.equal(shared_values, values[::2, :, :length])
+
+    fill()
+    cache.share_prefix(3, 2)
+    check(3)
+    buffers = [k.data_ptr() for k, _ in cache.shared]
+    fill()
+    cache.share_prefix(3, 2)  # the next window: the same buffers (graphs read them), refilled
+    check(3)
+    assert [k.data_ptr() for k, _ in cache.shared] == buffers
+    cache.share_prefix(5, 2)
+    check(5)
+    keys_live, values_live, scratch = cache.live(7)
+    assert [k.shape for k in keys_live] == [(8, 4, 7)] * 2 and [v.shape for v in values_live] == [(8, 7, 4)] * 2
+    assert scratch.shape == (8, 1, 7)
+    assert torch.equal(keys_live[1], cache.layers[1][0].reshape(8, 4, 10)[..., :7])
+
+
 # --- CUDA (run by the GPU check; skipped without a GPU) ------------------------------------------
 
 cuda = pytest.mark.cuda

@@ -123,3 +123,9 @@ def test_a_beat_at_the_songs_last_instant_counts_and_gaps_in_either_chord_list_a
     assert fidelity.chord_scores(song_chords, song_chords, 4.0) == (1.0, 1.0)
     assert fidelity.chord_scores(song_chords, generated, 0.0) == (None, None)
     assert fidelity.chord_scores([], generated, 4.0) == (None, None)
+
+
+def test_the_cli_line_shows_each_number_or_n_a_then_the_score():
+    assert fidelity.Fidelity(0.5, None, 1.0).summary() == \
+        "chord_majmin 0.50, chord_tetrads n/a, beat_f 1.00 (score 0.67)"
+    assert fidelity.Fidelity().summary() == "chord_majmin n/a, chord_tetrads n/a, beat_f n/a (score 0.00)"

@@ -153,3 +153,12 @@ def test_a_long_lead_in_a_meter_from_the_bars_and_times_past_the_last_beat(tmp_p
     assert markers == [(1.6, "verse"), (7.85, "outro")]
     channels = {m.channel for m in tracks[1] if hasattr(m, "channel")}
     assert channels == {0}
+
+
+def test_two_beats_are_a_tempo_that_goes_on_after_them(tmp_path):
+    """Two detected beats 0.6 s apart: 100 bpm from the first, continued past the second (a chord to 1.8 s
+    ends 2 beats after it), not the plain 120 bpm grid."""
+    path = midi.write_midi(tmp_path / "two.mid", [0.0, 0.6], [0.0], None, [ChordSegment(0.0, 1.8, "C")], [], 2.0)
+    read = _read(path)
+    assert read.get_tempo_changes()[1][0] == pytest.approx(100.0)
+    assert {round(n.end, 3) for n in read.instruments[0].notes} == {1.8}

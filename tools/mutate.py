@@ -66,6 +66,12 @@ def chosen_mutants(module: str, sample: int) -> list[str]:
     return sorted(random.Random(0).sample(names, min(sample, len(names))))
 
 
+def survivors(module: str) -> list[str]:
+    """The module's mutants that no test killed last time (survived, or reached by no test)."""
+    return sorted(name for name, status in statuses().items()
+                  if (match := NAME.match(name)) and match["module"] == module and status in ("survived", "no tests"))
+
+
 def table(seconds: dict[str, float]) -> str:
     """The markdown table of the results mutmut holds, one row per module it has results for."""
     equivalent = tomllib.loads(EQUIVALENTS.read_text()) if EQUIVALENTS.exists() else {}
@@ -101,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("module", nargs="*", help="e.g. midi, mix, decoding.plan (default: every one)")
     parser.add_argument("--table", action="store_true", help="only print the table of the last runs")
+    parser.add_argument("--again", action="store_true", help="run only the module's mutants that survived or had "
+                        "no test last time (after adding tests)")
     parser.add_argument("--sample", type=int, default=0, help="run this many of each module's mutants, drawn at "
                         "random (seed 0); default: all")
     args = parser.parse_args(argv)
@@ -110,8 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         for module in chosen:
             start = time.perf_counter()
             print(f"[mutate] {module}", flush=True)
-            subprocess.run([sys.executable, "-m", "mutmut", "run", *chosen_mutants(module, args.sample)], cwd=ROOT,
-                           check=True)
+            names = survivors(module) if args.again else chosen_mutants(module, args.sample)
+            if names:
+                subprocess.run([sys.executable, "-m", "mutmut", "run", *names], cwd=ROOT, check=True)
             seconds[module] = time.perf_counter() - start
     print(table(seconds))
     return 0
