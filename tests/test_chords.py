@@ -240,11 +240,14 @@ def test_the_bars_user_chords_lie_on_are_the_songs_downbeats_or_its_tempo_from_t
     from remixer import chords
 
     assert chords.bar_starts([-0.1, 0.5, 2.5, 4.5, 8.0], [], 120.0, 8.0) == [0.5, 2.5, 4.5]  # inside the song
+    assert chords.bar_starts([0.0, 2.5], [], 100.0, 8.0) == [0.0, 2.5]  # two bars are enough; 0 is inside
     # Fewer than two downbeats: bars of four beats at the tempo, from the first beat (or 0 without beats).
     assert chords.bar_starts([1.0], [0.25, 0.75], 120.0, 8.0) == pytest.approx([0.25, 2.25, 4.25, 6.25])
     assert chords.bar_starts([], [], 100.0, 5.0) == pytest.approx([0.0, 2.4, 4.8])
-    with pytest.raises(chords.ChordError, match="no beat was found in it"):
+    with pytest.raises(chords.ChordError) as refused:
         chords.bar_starts([2.0], [2.0], None, 8.0)
+    assert str(refused.value) == ("chords need the song's bars, but no beat was found in it: use a song with a "
+                                  "steady beat, or leave chords empty to recognise them")
 
 
 def test_user_chords_take_one_bar_each_in_order_repeated_the_first_covering_the_pickup():
@@ -262,5 +265,16 @@ def test_a_progression_splits_on_spaces_commas_and_bar_lines_but_not_inside_a_de
 
     assert chords.parse_progression(" C, G | Am\tF ") == ["C", "G", "Am", "F"]
     assert chords.parse_progression("C:(1,b3,5),G|D:(3,5)") == ["C:(1,b3,5)", "G", "D:(3,5)"]
-    with pytest.raises(chords.ChordError, match="no chords given: write one chord per bar"):
+    with pytest.raises(chords.ChordError) as refused:
         chords.parse_progression(" , | ")
+    assert str(refused.value) == "no chords given: write one chord per bar, e.g. 'C G Am F'"
+
+
+def test_no_chord_has_no_root_and_each_vocabulary_names_its_weights():
+    from remixer import chords
+
+    assert chords.root_pitch_class(" N ") is None and chords.root_pitch_class("X") is None
+    assert chords.root_pitch_class("Bb:min7") == 10
+    assert chords.chord_to_pitch_classes("C:(1,b13)") == [1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0]  # b13 is Ab
+    assert chords.recognizer_component(True) == "btc-large-voca"
+    assert chords.recognizer_component(False) == "btc-majmin"
