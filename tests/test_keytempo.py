@@ -156,6 +156,13 @@ def test_the_envelope_is_the_cepstrally_smoothed_peak_magnitude_in_db():
     np.testing.assert_allclose(flat, 20.0, atol=1e-6)  # a flat magnitude of 10 is 20 dB everywhere
 
 
+def test_analysis_json_says_the_change_in_its_own_words():
+    assert keytempo.KeyTempo(transpose=2, factor=1.25, song_bpm=120.0, tempo=96.0).as_dict() == {
+        "transpose": 2, "original_bpm": 120.0, "bpm": 96.0, "time_factor": 1.25}
+    assert keytempo.KeyTempo(transpose=-1, song_bpm=120.0).as_dict() == {
+        "transpose": -1, "original_bpm": 120.0, "bpm": 120.0, "time_factor": 1.0}  # no tempo asked: the song's
+
+
 def test_transposing_by_octaves_keeps_the_label_as_written():
     assert keytempo.transpose_label("Db:min/b3", 12) == "Db:min/b3"
     assert keytempo.transpose_label("Db:min/b3", -24) == "Db:min/b3"
