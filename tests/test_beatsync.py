@@ -238,3 +238,12 @@ def test_bar_joins_make_no_click():
     joins = np.round(targets * SR).astype(int)
     near_joins = np.concatenate([jumps[max(j - 200, 0):j + 200] for j in joins if j + 200 < len(jumps)])
     assert near_joins.max() <= 1.2 * own, (near_joins.max(), own)
+
+
+def test_the_time_map_is_linear_between_anchors_and_slope_one_outside():
+    """Generated 2..6..10 s land on 3..8..13 s: between anchors the bars stretch; before the first and after
+    the last the music is only shifted (slope 1), as the render copies it unstretched."""
+    plan = beatsync.SyncPlan(np.array([[2.0, 6.0, 10.0], [3.0, 8.0, 13.0]]))
+    times = np.array([0.0, 1.5, 2.0, 4.0, 6.0, 8.0, 10.0, 11.0, 12.5])
+    np.testing.assert_allclose(plan.map_time(times), [1.0, 2.5, 3.0, 5.5, 8.0, 10.5, 13.0, 14.0, 15.5])
+    assert float(plan.map_time(1)) == 2.0  # an int time is a time too
