@@ -1,4 +1,5 @@
-"""Synthetic music with known downbeats and beats, and how far a stretched copy's clicks land from them.
+"""Synthetic music with known downbeats and beats, and how far a stretched copy's clicks land from them; a real
+recording read at a drifting pace, with where it plays each of its times.
 
 Shared by the beat-sync tests and benchmarks (never imported by the product).
 """
