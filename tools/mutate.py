@@ -4,8 +4,9 @@ docs/development.md keeps: mutants, killed, equivalent, survived, the share of t
 killed, and the time taken. `--table` prints the table of the last runs without running anything.
 
 `--sample N` runs N of a module's mutants drawn at random (seed 0) instead of all: the table then counts
-the checked ones, and says how many of all were. Equivalent mutants (changes no test can see because the behaviour is the same) are listed, each with why,
-in tools/equivalent_mutants.toml; a listed mutant that a test kills is reported as killed."""
+the checked ones, and says how many of all were. `--again` reruns a module's survivors (after new tests).
+Equivalent mutants (changes no test can see because the behaviour is the same) are listed, each with why, in
+tools/equivalent_mutants.toml; a listed mutant that a test kills is reported as killed."""
 
 from __future__ import annotations
 
