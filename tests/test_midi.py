@@ -31,6 +31,28 @@ def _read(path: Path) -> pretty_midi.PrettyMIDI:
     return pretty_midi.PrettyMIDI(str(path))
 
 
+def midi_markers(path: Path) -> list[tuple[float, str]]:
+    """A MIDI file's section markers as (seconds, label), timed by pretty_midi's own tempo map (pretty_midi
+    does not read markers; mido does)."""
+    import mido
+
+    timed, found, tick = _read(path), [], 0
+    for message in mido.MidiFile(str(path)).tracks[0]:
+        tick += message.time
+        if message.type == "marker":
+            found.append((timed.tick_to_time(tick), message.text))
+    return found
+
+
+def assert_beats_and_bars_on_the_grid(read: pretty_midi.PrettyMIDI, beats, downbeats) -> None:
+    """Every beat a beat of the file's grid to 1 ms (after the lead-in's), every downbeat one of its bar lines."""
+    grid = read.get_beats()
+    first = int(np.argmin(np.abs(grid - beats[0])))
+    np.testing.assert_allclose(grid[first:first + len(beats)], beats, atol=1e-3)
+    bar_lines = read.get_downbeats()
+    assert all(np.min(np.abs(bar_lines - d)) < 1e-3 for d in downbeats)
+
+
 @pytest.mark.parametrize("meter", [3, 4])
 def test_every_beat_and_bar_of_the_song_lands_on_the_grid(tmp_path, meter):
     beats, downbeats = _song(meter)
@@ -145,12 +167,7 @@ def test_a_long_lead_in_a_meter_from_the_bars_and_times_past_the_last_beat(tmp_p
     assert read.instruments[0].program == 0 and not read.instruments[0].is_drum  # a piano, channel 1 of 16
     tracks = mido.MidiFile(str(path)).tracks
     assert [track.name for track in tracks] == ["song tempo map", "chords"]
-    ticks, markers = 0, []
-    for message in tracks[0]:
-        ticks += message.time
-        if message.type == "marker":
-            markers.append((round(read.tick_to_time(ticks), 3), message.text))
-    assert markers == [(1.6, "verse"), (7.85, "outro")]
+    assert [(round(t, 3), label) for t, label in midi_markers(path)] == [(1.6, "verse"), (7.85, "outro")]
     channels = {m.channel for m in tracks[1] if hasattr(m, "channel")}
     assert channels == {0}
 

@@ -102,13 +102,10 @@ def test_cli_remix_of_a_real_song_puts_a_drifting_band_on_its_beats_and_ranks_ta
     import pretty_midi
 
     from remixer.chords import chord_to_pitch_classes
+    from tests.test_midi import assert_beats_and_bars_on_the_grid
 
     song_midi = pretty_midi.PrettyMIDI(str(output.with_name("fishin.midi.mid")))
-    grid = song_midi.get_beats()
-    first = int(np.argmin(np.abs(grid - analysis["beats"][0])))
-    np.testing.assert_allclose(grid[first:first + len(analysis["beats"])], analysis["beats"], atol=1e-3)
-    bar_lines = song_midi.get_downbeats()
-    assert all(np.min(np.abs(bar_lines - d)) < 1e-3 for d in analysis["downbeats"])
+    assert_beats_and_bars_on_the_grid(song_midi, analysis["beats"], analysis["downbeats"])
     for chord in analysis["chords"]:
         played = {n.pitch % 12 for n in song_midi.instruments[0].notes if abs(n.start - chord["start"]) < 2e-3}
         assert [int(pc in played) for pc in range(12)] == chord_to_pitch_classes(chord["label"]), chord

@@ -400,20 +400,6 @@ PART_DOWNBEATS = [0.5, 2.5, 4.5]  # on the part's own timeline (1.5 s to 7.0 s o
 PART_SECTIONS = [rhythm.Section(0.0, 2.5, "verse"), rhythm.Section(2.5, 5.5, "chorus")]
 
 
-def _markers(path) -> list[tuple[float, str]]:
-    """The MIDI file's section markers as (seconds, label), timed by pretty_midi's own tempo map."""
-    import mido
-    import pretty_midi
-
-    timed = pretty_midi.PrettyMIDI(str(path))
-    found, tick = [], 0
-    for message in mido.MidiFile(str(path)).tracks[0]:
-        tick += message.time
-        if message.type == "marker":
-            found.append((timed.tick_to_time(tick), message.text))
-    return found
-
-
 @pytest.mark.parametrize("tempo", [None, 108.0])
 def test_wiring_every_output_of_a_section_is_on_the_remixs_timeline(remixer, tmp_path, monkeypatch, tempo):
     """Fixed: the rhythm stage (the part's downbeats, beats and sections on its own timeline) and the chord
@@ -441,8 +427,8 @@ def test_wiring_every_output_of_a_section_is_on_the_remixs_timeline(remixer, tmp
     factor = 1.0 if tempo is None else 120.0 / tempo
     report = json.loads(result.analysis_json.read_text())
     start = 1.5 * factor  # the part's start on the (retimed) song's timeline
-    # analysis.json: the song's timeline (retimed with tempo), as docs/interfaces.md says.
     assert calls == [1, 2, 3]  # the song, then each take (beat-sync)
+    # analysis.json: the song's timeline (retimed with tempo), as docs/interfaces.md says.
     near = dict(abs=1e-4)  # analysis.json rounds to 0.1 ms
     assert report["section"] == {"start": pytest.approx(start, **near), "end": pytest.approx(7.0 * factor, **near)}
     assert report["downbeats"] == pytest.approx([(1.5 + t) * factor for t in PART_DOWNBEATS], **near)
@@ -454,16 +440,14 @@ def test_wiring_every_output_of_a_section_is_on_the_remixs_timeline(remixer, tmp
     # remix's first sample.
     import pretty_midi
 
+    from tests.test_midi import assert_beats_and_bars_on_the_grid, midi_markers
+
     song_midi = pretty_midi.PrettyMIDI(str(result.midi))
-    remix_beats = np.array(report["beats"]) - start
-    grid = song_midi.get_beats()
-    first = int(np.argmin(np.abs(grid - remix_beats[0])))
-    np.testing.assert_allclose(grid[first:first + len(remix_beats)], remix_beats, atol=1e-3)
-    bar_lines = song_midi.get_downbeats()
-    assert all(np.min(np.abs(bar_lines - (d - start))) < 1e-3 for d in report["downbeats"])
+    assert_beats_and_bars_on_the_grid(song_midi, np.array(report["beats"]) - start,
+                                      np.array(report["downbeats"]) - start)
     onsets = sorted({round(n.start, 3) for n in song_midi.instruments[0].notes})
     np.testing.assert_allclose(onsets, [c["start"] - start for c in report["chords"]], atol=1e-3)
-    markers = _markers(result.midi)
+    markers = midi_markers(result.midi)
     assert [label for _, label in markers] == ["verse", "chorus"]
     np.testing.assert_allclose([t for t, _ in markers], [s["start"] - start for s in report["sections"]],
                                atol=1e-3)
