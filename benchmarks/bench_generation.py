@@ -41,7 +41,6 @@ SHAPES = {
     "proxy": {"dim": 1536, "num_heads": 24, "num_layers": 4, "hidden_scale": 4},
     "large": {"dim": 2048, "num_heads": 32, "num_layers": 48, "hidden_scale": 4},
 }
-REPEAT = 1  # timed windows per decode (--repeat): the best is reported; one machine's noise is +-10% here
 BANDWIDTH = 3.0e12  # bytes/s of an H100's memory, for the CPU table's floor column; GPUs measure their own
 
 
@@ -61,20 +60,20 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def ours(model, prefix, steps: int, device, decoder=None) -> dict[str, float]:
+def ours(model, prefix, steps: int, device, decoder=None, repeat: int = 1) -> dict[str, float]:
     """Our window decode, its phases timed apart (prefill, capture, the replayed steps) after a warm-up run,
-    the best of REPEAT runs; on CUDA the graph must have been used (strict: a failed capture is an error, not
-    a slower table)."""
+    the best of `repeat` runs (--repeat: this machine's noise is +-10% from run to run); on CUDA the graph
+    must have been used (strict: a failed capture is an error, not a slower table)."""
     decoder = decoder or model.decoder_for()
     plan = decoding.plan_window(torch.zeros((model.facts.codebooks, 0), dtype=torch.long),
                                 steps - model.facts.max_delay, decoder.delays, device)
     settings = decoding.Sampling(top_k=250, classifier_free_guidance=3.0)
     window = decoding.WindowDecoder(decoder, strict=device.type == "cuda" or None, timed=True)
     window.decode(prefix, plan, settings, torch.Generator(device=device).manual_seed(0))  # warm-up
-    for seed in range(1, REPEAT + 1):
+    for seed in range(1, repeat + 1):
         window.decode(prefix, plan, settings, torch.Generator(device=device).manual_seed(seed))
     expected = decoding.GRAPH if device.type == "cuda" else decoding.EAGER
-    if window.modes != [expected] * (REPEAT + 1):
+    if window.modes != [expected] * (repeat + 1):
         raise RuntimeError(f"the decode benchmark expected {expected} windows, got {window.modes}")
     timed = min(window.timings[1:], key=lambda t: t["steps"])
     return {"total_s": timed["prefill"] + timed["capture"] + timed["steps"], "steps_s": timed["steps"],
@@ -120,7 +119,7 @@ def decoder_bytes(decoder) -> int:
     return layers + decoder.heads_out.numel() * decoder.heads_out.element_size()
 
 
-def run_precisions(shape: str, version: str, steps: int, precisions: list[str]) -> list[dict]:
+def run_precisions(shape: str, version: str, steps: int, precisions: list[str], repeat: int = 1) -> list[dict]:
     """One CPU model, each precision's decoder over the same weights, prefix and steps; ratios to float32's."""
     rate = cpu_read_rate()
     rows = []
@@ -132,7 +131,7 @@ def run_precisions(shape: str, version: str, steps: int, precisions: list[str]) 
         prefix = generation.condition_prefix(model, encoded, window, guided=True)
         for precision in precisions:
             decoder = decoding.Decoder(model, precision=precision)
-            mine = ours(model, prefix, steps, torch.device("cpu"), decoder)
+            mine = ours(model, prefix, steps, torch.device("cpu"), decoder, repeat)
             per_step = mine["steps_s"] / mine["step_count"]
             rows.append({"shape": shape, "precision": precision, "ms": 1000 * per_step,
                          "prefill_ms": 1000 * mine["prefill_s"], "weights_gb": decoder_bytes(decoder) / 1e9,
@@ -171,7 +170,8 @@ def theirs(model, encoded, prefix, steps: int, device) -> float:
     return time.perf_counter() - start
 
 
-def run(shape: str, version: str, steps: int, device: torch.device, bandwidth: float | None = None) -> dict:
+def run(shape: str, version: str, steps: int, device: torch.device, bandwidth: float | None = None,
+        repeat: int = 1) -> dict:
     """One shape: our decode (steps timed apart from prefill and capture) against transformers' generate();
     the floor is the decoder's weights read once per step at `bandwidth` (measured copy bandwidth on a GPU)."""
     bandwidth = bandwidth or copy_bandwidth(device) or BANDWIDTH
@@ -181,7 +181,7 @@ def run(shape: str, version: str, steps: int, device: torch.device, bandwidth: f
         window = np.zeros((235, 12), np.float32)
         window[:, [0, 4, 7]] = 1
         prefix = generation.condition_prefix(model, encoded, window, guided=True)
-        mine = ours(model, prefix.to(model.decoder_for().dtype), steps, device)
+        mine = ours(model, prefix.to(model.decoder_for().dtype), steps, device, repeat=repeat)
         theirs_s = theirs(model, encoded, prefix.to(model.decoder.dtype), steps, device)
         weights = sum(p.numel() * p.element_size() for p in model.decoder.parameters())
     per_step = mine["steps_s"] / mine["step_count"]
@@ -211,19 +211,17 @@ def main() -> None:
     parser.add_argument("--precision", choices=decoding.precision.PRECISIONS, action="append",
                         help="CPU decoder precisions to compare (repeat); float32 first gives the ratios")
     args = parser.parse_args()
-    global REPEAT
-    REPEAT = args.repeat
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     version = "stereo-chord" if args.stereo else "chord"
     if args.precision:
         rows = [row for shape in (args.shape or ["tiny", "host"])
-                for row in run_precisions(shape, version, args.steps, args.precision)]
+                for row in run_precisions(shape, version, args.steps, args.precision, args.repeat)]
         print(f"{args.steps} steps, classifier-free guidance 3, top-k 250, CPU capability "
               f"{torch.backends.cpu.get_cpu_capability()}, torch threads {torch.get_num_threads()}")
         print_precision_rows(rows)
         return
-    rows = [run(shape, version, args.steps, device) for shape in (args.shape or ["tiny", "host"])]
+    rows = [run(shape, version, args.steps, device, repeat=args.repeat) for shape in (args.shape or ["tiny", "host"])]
     print(f"{args.steps} steps, classifier-free guidance 3, top-k 250, device {device}, "
           f"torch threads {torch.get_num_threads()}")
     print_rows(rows)
